@@ -1,0 +1,51 @@
+"""systemd notifications (sd_notify) from the supervisor: readiness, status, watchdog."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+
+log = logging.getLogger("taskexec.notify")
+
+
+class Notifier:
+    """Sends datagrams to $NOTIFY_SOCKET; does nothing when systemd did not ask for them."""
+
+    def __init__(self, address: str | None, watchdog_usec: int = 0) -> None:
+        self.address = address
+        self.watchdog_every_s = min(watchdog_usec / 1e6 / 3, 1.0) if watchdog_usec else 0.0
+        self._last_ping = 0.0
+        self._sock: socket.socket | None = None
+
+    @classmethod
+    def from_environ(cls) -> Notifier:
+        address = os.environ.get("NOTIFY_SOCKET") or None
+        usec = os.environ.get("WATCHDOG_USEC", "")
+        wd_pid = os.environ.get("WATCHDOG_PID", "")
+        watchdog = int(usec) if usec.isdigit() and (not wd_pid or wd_pid == str(os.getpid())) \
+            else 0
+        return cls(address, watchdog)
+
+    def send(self, message: str) -> None:
+        if not self.address:
+            return
+        addr = self.address
+        if addr.startswith("@"):  # abstract namespace
+            addr = "\0" + addr[1:]
+        try:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._sock.setblocking(False)
+            self._sock.sendto(message.encode(), addr)
+        except OSError as exc:
+            log.debug("sd_notify %r failed: %s.", message, exc)
+
+    def watchdog(self) -> None:
+        if not self.watchdog_every_s:
+            return
+        now = time.monotonic()
+        if now - self._last_ping >= self.watchdog_every_s:
+            self._last_ping = now
+            self.send("WATCHDOG=1")

@@ -1,0 +1,136 @@
+"""The queue streams: groups, reads sized to free slots, acks, takeover and dead letters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from workers import scripts
+
+
+@dataclass
+class Message:
+    """One stream entry as read, before its task is parsed."""
+
+    stream: str
+    entry_id: str
+    fields: dict[bytes, bytes]
+    deliveries: int = 1
+
+
+@dataclass
+class ReadResult:
+    messages: list[Message] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # stream -> error text
+    last_ids: dict[str, str] = field(default_factory=dict)  # for the wake-up wait
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Broker:
+    """Explicit stream operations for one consumer of one consumer group."""
+
+    def __init__(self, client: redis.Redis, blocking: redis.Redis | None, *, group: str,
+                 consumer: str) -> None:
+        self.client = client
+        self.blocking = blocking
+        self.group = group
+        self.consumer = consumer
+        self._read = client.register_script(scripts.READ)
+        self._dead = client.register_script(scripts.DEAD_LETTER)
+
+    def ensure_group(self, stream: str) -> bool:
+        """Create the group from id 0 (so older entries are delivered); True if it was new."""
+        try:
+            self.client.xgroup_create(stream, self.group, id="0", mkstream=True)
+            return True
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise
+
+    def read(self, streams: list[str], count: int) -> ReadResult:
+        """Up to `count` new messages, taken from the highest-priority stream first."""
+        out, last = self._read(keys=streams, args=[self.group, self.consumer, count])
+        result = ReadResult()
+        for item in out:
+            stream, kind = _s(item[0]), _s(item[1])
+            if kind == "error":
+                result.errors[stream] = _s(item[2])
+                continue
+            for entry_id, flat in item[2]:
+                fields = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
+                result.messages.append(Message(stream, _s(entry_id), fields))
+        for stream, last_id in last:
+            result.last_ids[_s(stream)] = _s(last_id)
+        return result
+
+    def wait_for_new(self, last_ids: dict[str, str], block_s: float) -> bool:
+        """Block until a stream gets an entry after `last_ids`, or `block_s` passes.
+
+        A plain XREAD consumes nothing: the group read that follows takes the message, so an
+        idle worker never holds a message it has no slot for.
+        """
+        if not last_ids or self.blocking is None:
+            time.sleep(min(block_s, 0.1))
+            return False
+        reply = self.blocking.xread(last_ids, count=1, block=max(1, int(block_s * 1000)))
+        return bool(reply)
+
+    def pending_of(self, stream: str, consumer: str, count: int = 1000) -> list[dict[str, Any]]:
+        return self.client.xpending_range(stream, self.group, "-", "+", count, consumername=consumer)
+
+    def claim(self, stream: str, entry_ids: list[str]) -> list[Message]:
+        """Move entries to this consumer (counting a delivery) and return them."""
+        if not entry_ids:
+            return []
+        claimed = self.client.xclaim(stream, self.group, self.consumer, 0, entry_ids)
+        msgs = []
+        for entry_id, fields in claimed:
+            if fields is None:  # deleted from the stream meanwhile; XCLAIM drops it
+                continue
+            msgs.append(Message(stream, _s(entry_id), fields))
+        return msgs
+
+    def renew(self, leases: dict[str, list[str]]) -> None:
+        """Reset the idle time of held entries without counting a delivery (JUSTID)."""
+        if not leases:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for stream, ids in leases.items():
+            pipe.xclaim(stream, self.group, self.consumer, 0, ids, justid=True)
+        pipe.execute(raise_on_error=False)
+
+    def deliveries(self, stream: str, entry_ids: Iterable[str]) -> dict[str, int]:
+        counts = {}
+        for entry in self.client.xpending_range(stream, self.group, min(entry_ids),
+                                                max(entry_ids), 1000, consumername=self.consumer):
+            counts[_s(entry["message_id"])] = int(entry["times_delivered"])
+        return counts
+
+    def ack(self, stream: str, entry_id: str) -> None:
+        self.client.xack(stream, self.group, entry_id)
+
+    def dead_letter(self, msg: Message, dead_stream: str, *, reason: str, task_id: str | None,
+                    record_key: str | None, preview: str) -> None:
+        """Copy a message to the dead-letter stream with its reason, then acknowledge it."""
+        fields = {
+            "task_id": task_id or "", "stream": msg.stream, "entry_id": msg.entry_id,
+            "reason": reason, "deliveries": str(msg.deliveries), "consumer": self.consumer,
+            "dead_at": repr(time.time()), "message": preview,
+        }
+        flat: list[Any] = []
+        for k, v in fields.items():
+            flat += [k, v]
+        has_record = "1" if record_key else "0"
+        self._dead(keys=[msg.stream, dead_stream, record_key or msg.stream],
+                   args=[self.group, msg.entry_id, has_record, reason, *flat])
+
+    def delete_consumer(self, stream: str, consumer: str) -> None:
+        self.client.xgroup_delconsumer(stream, self.group, consumer)

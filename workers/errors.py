@@ -1,0 +1,21 @@
+"""Exceptions that cross module boundaries: for handlers, the producer API and the CLI."""
+
+
+class TaskCancelled(Exception):
+    """Raised inside a handler when its task was cancelled or its record vanished."""
+
+
+class TaskNotFound(LookupError):
+    """No record exists for a task id."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id} not found")
+        self.task_id = task_id
+
+
+class SubmitError(ValueError):
+    """A task was refused by the producer before anything was written."""
+
+
+class RedisUnavailable(ConnectionError):
+    """Redis could not be reached; the message names the address tried."""

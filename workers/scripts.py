@@ -1,0 +1,178 @@
+"""Server-side Lua scripts: each makes one state change of a task atomic in one round trip.
+
+redis-py's Script objects run them with EVALSHA and load them again when a restarted server
+has forgotten them (NOSCRIPT), also inside pipelines.
+"""
+
+# Reads up to ARGV[3] new messages across the streams in KEYS, highest priority first, so a
+# worker never takes more than it has free slots. A broken stream (wrong type, no group) is
+# reported and skipped instead of failing the read of the others. When nothing was read, the
+# last entry id of each sound stream is returned for the wake-up XREAD that follows.
+READ = """
+local out = {}
+local last = {}
+local left = tonumber(ARGV[3])
+for i, key in ipairs(KEYS) do
+  if left > 0 then
+    local ok, res = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[1], ARGV[2],
+                          'COUNT', left, 'STREAMS', key, '>')
+    if not ok then
+      out[#out + 1] = {key, 'error', res['err'] or tostring(res)}
+    elseif res then
+      local entries = res[1][2]
+      left = left - #entries
+      out[#out + 1] = {key, 'entries', entries}
+    end
+  end
+end
+if left == tonumber(ARGV[3]) then
+  for i, key in ipairs(KEYS) do
+    local ok, res = pcall(redis.call, 'XREVRANGE', key, '+', '-', 'COUNT', 1)
+    if ok then
+      if res[1] then last[#last + 1] = {key, res[1][1]} else last[#last + 1] = {key, '0-0'} end
+    end
+  end
+end
+return {out, last}
+"""
+
+_FINAL = "local final = {done=true, failed=true, cancelled=true, dead=true}\n"
+
+# KEYS: record, cancel flag, stream. ARGV: group, entry id, consumer, now, log line,
+# max log chars. Marks the task running unless it is final, cancelled or gone.
+BEGIN = _FINAL + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local status = redis.call('HGET', KEYS[1], 'status')
+if final[status] then
+  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+  return {'final', status}
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  local msg = redis.call('HGET', KEYS[1], 'progress_msg') or ''
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'progress', '-1', 'finished_at', ARGV[4],
+             'progress_msg', string.sub(msg .. ARGV[5] .. ' Task cancelled before start.\\n',
+                                        -tonumber(ARGV[6])))
+  redis.call('DEL', KEYS[2])
+  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+  return {'cancelled'}
+end
+local n = redis.call('HINCRBY', KEYS[1], 'retry_count', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'begin_at', ARGV[4], 'consumer', ARGV[3])
+return {'run', n}
+"""
+
+# KEYS: record, cancel flag, stream. ARGV: group, entry id, status, result, error, now,
+# log line, max log chars, result ttl. Writes the final status and acknowledges in one step;
+# a record already final or gone is left as it is (a wiped record is never recreated), and a
+# task cancelled while it ran ends cancelled whatever its handler returned.
+FINISH = _FINAL + """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+  return {'missing'}
+end
+local status = redis.call('HGET', KEYS[1], 'status')
+if final[status] then
+  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+  return {'final', status}
+end
+local new = ARGV[3]
+local result = ARGV[4]
+local line = ARGV[7]
+if new == 'done' and redis.call('EXISTS', KEYS[2]) == 1 then
+  new = 'cancelled'
+  result = ''
+  line = string.gsub(line, ' Task done.*', ' Task cancelled.')
+end
+local progress = '1'
+if new ~= 'done' then progress = '-1' end
+local begin = tonumber(redis.call('HGET', KEYS[1], 'begin_at') or '')
+local duration = ''
+if begin then duration = string.format('%.3f', tonumber(ARGV[6]) - begin) end
+local msg = redis.call('HGET', KEYS[1], 'progress_msg') or ''
+redis.call('HSET', KEYS[1], 'status', new, 'progress', progress, 'result', result,
+           'error', ARGV[5], 'finished_at', ARGV[6], 'process_duration', duration,
+           'progress_msg', string.sub(msg .. line .. '\\n', -tonumber(ARGV[8])))
+redis.call('DEL', KEYS[2])
+redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+if tonumber(ARGV[9]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[9]) end
+return {new}
+"""
+
+# KEYS: record, cancel flag. ARGV: progress, log line (may be empty), max log chars.
+# Progress never moves backwards; the reply tells the handler to stop when it should.
+PROGRESS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'cancelled' end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' then return status end
+local value = tonumber(ARGV[1])
+if value then
+  local cur = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0') or 0
+  if value > cur then redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end
+end
+if ARGV[2] ~= '' then
+  local msg = redis.call('HGET', KEYS[1], 'progress_msg') or ''
+  redis.call('HSET', KEYS[1], 'progress_msg',
+             string.sub(msg .. ARGV[2] .. '\\n', -tonumber(ARGV[3])))
+end
+return 'ok'
+"""
+
+# KEYS: record, cancel flag, stream. ARGV: rerun (0/1), message JSON, then field/value pairs.
+# The record and the message are written together or not at all; an id whose earlier run is
+# not final is refused, and a stale cancel flag never cancels a re-run.
+SUBMIT = _FINAL + """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local status = redis.call('HGET', KEYS[1], 'status')
+  if not final[status] or ARGV[1] ~= '1' then return {'exists', status or ''} end
+  redis.call('DEL', KEYS[1])
+end
+redis.call('DEL', KEYS[2])
+local fields = {}
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+local entry = redis.call('XADD', KEYS[3], '*', 'message', ARGV[2])
+redis.call('HSET', KEYS[1], 'entry_id', entry, unpack(fields))
+return {'ok', entry}
+"""
+
+# KEYS: record, cancel flag. ARGV: cancel ttl, now, log line, max log chars.
+CANCEL = _FINAL + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local status = redis.call('HGET', KEYS[1], 'status')
+if final[status] then return {'final', status} end
+if status == 'queued' then
+  local msg = redis.call('HGET', KEYS[1], 'progress_msg') or ''
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'progress', '-1', 'finished_at', ARGV[2],
+             'progress_msg', string.sub(msg .. ARGV[3] .. '\\n', -tonumber(ARGV[4])))
+  return {'cancelled'}
+end
+redis.call('SET', KEYS[2], 'x', 'EX', ARGV[1])
+return {'requested'}
+"""
+
+# KEYS: stream, dead stream, record (or the stream again when the id is unknown).
+# ARGV: group, entry id, has record (0/1), reason, then the dead entry's field/value pairs.
+DEAD_LETTER = _FINAL + """
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', '100000', '*', unpack(ARGV, 5))
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
+  local status = redis.call('HGET', KEYS[3], 'status')
+  if not final[status] then
+    redis.call('HSET', KEYS[3], 'status', 'dead', 'progress', '-1', 'error', ARGV[4])
+  end
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS: heartbeat zset, registry. ARGV: heartbeat JSON, retention seconds, consumer.
+# Scored with the server's clock, so hosts with skewed clocks judge liveness alike.
+HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])))
+local ok, err = pcall(redis.call, 'SADD', KEYS[2], ARGV[3])
+if not ok then return {tostring(now), err['err'] or tostring(err)} end
+return {tostring(now), ''}
+"""

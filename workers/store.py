@@ -1,0 +1,148 @@
+"""Task records (`te:task:{id}`) and cancel flags: every state change through one script."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+
+from workers import scripts
+from workers.keys import Keys
+
+RECORD_FIELDS = (
+    "id", "task_type", "queue", "priority", "status", "progress", "progress_msg", "retry_count",
+    "created_at", "begin_at", "finished_at", "process_duration", "consumer", "task", "result",
+    "error",
+)
+
+
+def log_line(message: str, now: float | None = None) -> str:
+    """One `HH:MM:SS message` line of progress_msg, as RAGFlow writes it."""
+    return time.strftime("%H:%M:%S", time.localtime(now or time.time())) + " " + message
+
+
+def decode_record(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
+    """A record hash as Python values: numbers as numbers, task and result as JSON."""
+    rec: dict[str, Any] = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+    for name in ("progress", "created_at", "begin_at", "finished_at", "process_duration"):
+        rec[name] = float(rec[name]) if rec.get(name) else None
+    for name in ("priority", "retry_count"):
+        rec[name] = int(rec[name]) if rec.get(name) else 0
+    for name in ("task", "result"):
+        if rec.get(name):
+            try:
+                rec[name] = orjson.loads(rec[name])
+            except orjson.JSONDecodeError:
+                pass
+        else:
+            rec[name] = None
+    return rec
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The outcome of one run of a task, on its way to the store."""
+
+    task_id: str
+    stream: str
+    entry_id: str
+    status: str
+    result: str = ""
+    error: str = ""
+    message: str = ""
+
+
+class TaskStore:
+    """Reads and writes task records; the scripts make each transition atomic."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, group: str, max_log_chars: int,
+                 cancel_ttl_s: float, result_ttl_s: float) -> None:
+        self.client = client
+        self.keys = keys
+        self.group = group
+        self.max_log_chars = max_log_chars
+        self.cancel_ttl_s = cancel_ttl_s
+        self.result_ttl_s = result_ttl_s
+        self._begin = client.register_script(scripts.BEGIN)
+        self._finish = client.register_script(scripts.FINISH)
+        self._progress = client.register_script(scripts.PROGRESS)
+        self._submit = client.register_script(scripts.SUBMIT)
+        self._cancel = client.register_script(scripts.CANCEL)
+
+    def _task_keys(self, task_id: str) -> list[str]:
+        return [self.keys.task_record(task_id), self.keys.cancel_flag(task_id)]
+
+    # Producer side -------------------------------------------------------------------------
+
+    def submit_args(self, task: Mapping[str, Any], message: bytes, stream: str,
+                    rerun: bool) -> tuple[list[str], list[Any]]:
+        now = repr(time.time())
+        fields = {
+            "id": task["id"], "task_type": task["task_type"], "queue": task["queue"],
+            "priority": task["priority"], "status": "queued", "progress": "0",
+            "progress_msg": log_line("Task queued."), "retry_count": "0", "created_at": now,
+            "begin_at": "", "finished_at": "", "process_duration": "", "consumer": "",
+            "task": message, "result": "", "error": "",
+        }
+        flat: list[Any] = []
+        for k, v in fields.items():
+            flat += [k, v]
+        return self._task_keys(task["id"]) + [stream], ["1" if rerun else "0", message, *flat]
+
+    def submit_many(self, prepared: Iterable[tuple[list[str], list[Any]]]) -> list[list[Any]]:
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in prepared:
+            self._submit(keys=keys, args=args, client=pipe)
+        return pipe.execute()
+
+    def status(self, task_id: str) -> dict[str, Any] | None:
+        raw = self.client.hgetall(self.keys.task_record(task_id))
+        return decode_record(raw) if raw else None
+
+    def cancel(self, task_id: str) -> tuple[str, str]:
+        """('missing'|'final'|'cancelled'|'requested', status)."""
+        reply = self._cancel(keys=self._task_keys(task_id), args=[
+            int(self.cancel_ttl_s), repr(time.time()), log_line("Task cancelled while queued."),
+            self.max_log_chars])
+        return reply[0].decode(), (reply[1].decode() if len(reply) > 1 else "")
+
+    # Worker side ---------------------------------------------------------------------------
+
+    def begin_many(self, items: list[tuple[str, str, str]], consumer: str) -> list[list[Any]]:
+        """Mark each (task id, stream, entry id) running, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        now = repr(time.time())
+        prefix = log_line("")[:-1]
+        for task_id, stream, entry_id in items:
+            self._begin(keys=self._task_keys(task_id) + [stream], client=pipe, args=[
+                self.group, entry_id, consumer, now, prefix, self.max_log_chars])
+        return pipe.execute(raise_on_error=False)
+
+    def finish_many(self, done: list[Completion]) -> list[Any]:
+        """Write final statuses and acknowledge their messages, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        now = time.time()
+        for c in done:
+            self._finish(keys=self._task_keys(c.task_id) + [c.stream], client=pipe, args=[
+                self.group, c.entry_id, c.status, c.result, c.error, repr(now),
+                log_line(c.message, now), self.max_log_chars, int(self.result_ttl_s)])
+        return pipe.execute()
+
+    def progress(self, task_id: str, value: float | None, message: str) -> str:
+        """'ok', or why the handler should stop: 'cancelled', 'missing' or the status."""
+        line = log_line(message) if message else ""
+        reply = self._progress(keys=self._task_keys(task_id), args=[
+            "" if value is None else repr(float(value)), line, self.max_log_chars])
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+    def cancel_requested(self, task_id: str) -> bool:
+        """True when the cancel flag is set or the record is gone."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.exists(self.keys.cancel_flag(task_id))
+        pipe.exists(self.keys.task_record(task_id))
+        flag, record = pipe.execute()
+        return bool(flag) or not record

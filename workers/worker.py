@@ -1,0 +1,476 @@
+"""One worker process: the consume loop that reads as many messages as it has free slots."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psutil
+
+import workers
+from workers import jsonsafe, messages
+from workers.backoff import Backoff, Throttle
+from workers.broker import Broker, Message
+from workers.context import TaskContext
+from workers.errors import TaskCancelled
+from workers.executor import BoundedExecutor
+from workers.handlers import Handler, load_handlers
+from workers.heartbeat import Heartbeat
+from workers.keys import Keys
+from workers.redisconn import TRANSIENT_ERRORS, connect
+from workers.store import Completion, TaskStore
+
+log = logging.getLogger("taskexec.worker")
+
+
+def consumer_name(host_id: str, slot: int, pid: int) -> str:
+    return f"task_executor_{host_id}_{slot}_{pid}"
+
+
+@dataclass
+class Running:
+    """A task this worker has begun and not yet settled."""
+
+    task_id: str
+    task_type: str
+    stream: str
+    entry_id: str
+    begin_at: float
+    ctx: TaskContext | None = None
+
+
+@dataclass
+class Predecessor:
+    """A dead consumer of this slot whose pending messages this worker takes over."""
+
+    consumer: str
+    death: str = ""
+    streams_done: set[str] = field(default_factory=set)
+
+
+class Worker:
+    """Constructed in the supervisor, run in the child: __init__ has no side effects."""
+
+    def __init__(self, settings: Any, *, slot: int, host_id: str, supervisor_pid: int,
+                 predecessors: list[Predecessor] | None = None, liveness_fd: int | None = None
+                 ) -> None:
+        self.settings = settings
+        self.slot = slot
+        self.host_id = host_id
+        self.supervisor_pid = supervisor_pid
+        self.predecessors = list(predecessors or [])
+        self.liveness_fd = liveness_fd
+        self.keys = Keys.from_settings(settings.keys)
+        self.streams = [s for q in settings.queue.names
+                        for s in self.keys.streams(q, settings.queue.priorities)]
+        self.stop_signal: int | None = None
+        self.quick = False
+        self.done = 0
+        self.failed = 0
+        self.completed = 0
+        self.running: dict[str, Running] = {}
+        self._lock = threading.Lock()
+        self._completions: queue.SimpleQueue[Completion | None] = queue.SimpleQueue()
+        self._broken: dict[str, float] = {}  # stream -> monotonic time to retry it
+        self._stream_backoff: dict[str, Backoff] = {}
+        self._throttle = Throttle(1.0)
+        self._alive_at = 0.0
+
+    # Process setup --------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGQUIT, self._on_stop)
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def _on_stop(self, signum: int, frame: object) -> None:
+        # Only record: the loop acts on it. A direct TERM and a forwarded one are one stop.
+        if signum == signal.SIGQUIT:
+            self.quick = True
+        self.stop_signal = signum
+
+    def boot(self) -> None:
+        """Connect, create the groups and load the handlers; raises when the worker cannot run."""
+        self.pid = os.getpid()
+        self.consumer = consumer_name(self.host_id, self.slot, self.pid)
+        self.boot_at = datetime.now().isoformat(timespec="seconds")
+        self.ip_address = _ip_address()
+        s = self.settings
+        self.client = connect(s, name=self.consumer)
+        self.blocking = connect(s, name=self.consumer, max_connections=1, blocking_read=True)
+        self.store = TaskStore(self.client, self.keys, group=self.keys.group,
+                               max_log_chars=s.store.max_log_chars,
+                               cancel_ttl_s=s.store.cancel_ttl_s, result_ttl_s=s.store.result_ttl_s)
+        self.broker = Broker(self.client, self.blocking, group=self.keys.group,
+                             consumer=self.consumer)
+        self.handlers: dict[str, Handler] = load_handlers(s.handlers)
+        self.executor = BoundedExecutor(s.executor.threads, name=f"task-{self.slot}")
+        self._ensure_groups()
+        self.heartbeat = Heartbeat(
+            self.broker, key=self.consumer, registry=self.keys.registry,
+            interval_s=s.heartbeat.interval_s, retention_s=s.heartbeat.retention_s,
+            snapshot=self.snapshot, leases=self.leases)
+        self.heartbeat.beat()
+        self.heartbeat.start()
+        threading.Thread(target=self._complete_loop, name="completer", daemon=True).start()
+        log.info("Worker %d (pid %d) consumes %s as %s with %d threads; handlers: %s.",
+                 self.slot, self.pid, ", ".join(self.streams), self.consumer,
+                 s.executor.threads, ", ".join(sorted(self.handlers)))
+
+    def _ensure_groups(self) -> None:
+        for stream in self.streams:
+            try:
+                self.broker.ensure_group(stream)
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as exc:  # a broken stream must not stop the others
+                self._mark_broken(stream, str(exc))
+
+    # The loop --------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """The child's entry point after fork. Returns the exit status."""
+        self._install_signals()
+        _set_parent_death_signal()
+        self.boot()
+        backoff = Backoff(0.1, 5.0)
+        while self.stop_signal is None and not self._recycle_due():
+            if os.getppid() != self.supervisor_pid:
+                log.warning("Worker %d: supervisor %d is gone; stopping.", self.slot,
+                            self.supervisor_pid)
+                break
+            try:
+                self.step()
+                backoff.reset()
+            except TRANSIENT_ERRORS as exc:
+                if self._throttle.ready("redis"):
+                    log.warning("Worker %d: Redis unavailable (%s); retrying.", self.slot, exc)
+                time.sleep(backoff.next_delay())
+        return self.drain()
+
+    def step(self) -> None:
+        """One pass: read up to the free slots, dispatch, or wait for a slot or a message."""
+        self._touch_liveness()
+        free = self.executor.free_slots()
+        if free <= 0:
+            self.executor.wait_for_slot(self.settings.queue.block_s)
+            return
+        msgs = self._take_over(free) if self.predecessors else []
+        if not msgs:
+            msgs = self._read(free)
+        if msgs:
+            self.dispatch(msgs)
+
+    def _read(self, free: int) -> list[Message]:
+        now = time.monotonic()
+        streams = [s for s in self.streams if self._broken.get(s, 0) <= now]
+        if not streams:
+            time.sleep(min(self.settings.queue.block_s, 0.5))
+            return []
+        result = self.broker.read(streams, free)
+        for stream, error in result.errors.items():
+            if "NOGROUP" in error:
+                self._recreate_group(stream)
+            else:
+                self._mark_broken(stream, error)
+        for stream in streams:
+            if stream not in result.errors and stream in self._stream_backoff:
+                del self._stream_backoff[stream]
+        if not result.messages:
+            self.broker.wait_for_new(result.last_ids, self.settings.queue.block_s)
+        return result.messages
+
+    def _recreate_group(self, stream: str) -> None:
+        if self.broker.ensure_group(stream) and self._throttle.ready("group:" + stream):
+            log.warning("Worker %d: consumer group of %s was lost; created it again.",
+                        self.slot, stream)
+
+    def _mark_broken(self, stream: str, error: str) -> None:
+        backoff = self._stream_backoff.setdefault(stream, Backoff(1.0, 30.0))
+        delay = backoff.next_delay()
+        self._broken[stream] = time.monotonic() + delay
+        log.error("Worker %d: cannot read stream %s: %s; retrying in %.1f s.", self.slot,
+                  stream, error, delay)
+
+    def _take_over(self, free: int) -> list[Message]:
+        """Claim messages a dead predecessor of this slot still held, up to the free slots."""
+        msgs: list[Message] = []
+        pred = self.predecessors[0]
+        for stream in self.streams:
+            if stream in pred.streams_done or len(msgs) >= free:
+                continue
+            pending = self.broker.pending_of(stream, pred.consumer, free - len(msgs))
+            if not pending:
+                pred.streams_done.add(stream)
+                continue
+            counts = {p["message_id"].decode(): int(p["times_delivered"]) for p in pending}
+            claimed = self.broker.claim(stream, list(counts))
+            for m in claimed:
+                m.deliveries = counts.get(m.entry_id, 0) + 1
+                m.fields.setdefault(b"_death", pred.death.encode())
+            msgs += claimed
+            log.info("Worker %d took over %d message(s) of %s on %s: %s.", self.slot,
+                     len(claimed), pred.consumer, stream, ", ".join(m.entry_id for m in claimed))
+        if len(pred.streams_done) == len(self.streams):
+            self._forget(pred)
+        return msgs
+
+    def _forget(self, pred: Predecessor) -> None:
+        for stream in self.streams:
+            try:
+                self.broker.delete_consumer(stream, pred.consumer)
+            except Exception:  # the stream may be broken; the cleanup duty retries later
+                pass
+        pipe = self.client.pipeline(transaction=False)
+        pipe.srem(self.keys.registry, pred.consumer)
+        pipe.delete(pred.consumer)
+        pipe.execute(raise_on_error=False)
+        self.predecessors.pop(0)
+
+    # Dispatch --------------------------------------------------------------------------------
+
+    def dispatch(self, msgs: list[Message]) -> None:
+        runnable: list[tuple[Message, dict[str, Any]]] = []
+        for msg in msgs:
+            task = self._validate(msg)
+            if task is not None:
+                runnable.append((msg, task))
+        if not runnable:
+            return
+        replies = self.store.begin_many(
+            [(t["id"], m.stream, m.entry_id) for m, t in runnable], self.consumer)
+        for (msg, task), reply in zip(runnable, replies, strict=True):
+            if isinstance(reply, Exception):
+                self._dead_letter(msg, f"cannot begin task: {reply}", task["id"])
+                continue
+            outcome = reply[0].decode()
+            if outcome == "run":
+                self._start(msg, task)
+            elif outcome == "missing":
+                self._dead_letter(msg, f"task record {self.keys.task_record(task['id'])} is "
+                                  "missing", task["id"])
+            elif outcome == "cancelled":
+                log.info("Task %s was cancelled before it started; skipped.", task["id"])
+            else:
+                log.debug("Task %s is already %s; message %s acknowledged.", task["id"],
+                          reply[1].decode(), msg.entry_id)
+
+    def _validate(self, msg: Message) -> dict[str, Any] | None:
+        """The task of a runnable message; anything else is dead-lettered here."""
+        max_attempts = self.settings.queue.max_attempts
+        death = msg.fields.pop(b"_death", b"").decode()
+        try:
+            task = messages.parse(msg, self.settings.queue.max_message_bytes)
+        except messages.BadMessage as bad:
+            self._dead_letter(msg, bad.reason, bad.task_id)
+            return None
+        if task["task_type"] not in self.handlers:
+            self._dead_letter(msg, f"unknown task type {task['task_type']!r} (registered: "
+                              f"{', '.join(sorted(self.handlers))})", task["id"])
+            return None
+        if msg.deliveries > max_attempts:
+            reason = (f"delivered {msg.deliveries} times without finishing "
+                      f"(queue.max_attempts {max_attempts})")
+            self._dead_letter(msg, reason + (f"; last: {death}" if death else ""), task["id"])
+            return None
+        return task
+
+    def _dead_letter(self, msg: Message, reason: str, task_id: str | None) -> None:
+        queue_name = self._queue_of(msg.stream)
+        log.warning("Message %s on %s dead-lettered (task %s): %s.", msg.entry_id, msg.stream,
+                    task_id or "unknown", reason)
+        self.broker.dead_letter(
+            msg, self.keys.dead(queue_name), reason=reason, task_id=task_id,
+            record_key=self.keys.task_record(task_id) if task_id else None,
+            preview=messages.preview(msg.fields))
+
+    def _queue_of(self, stream: str) -> str:
+        for q in self.settings.queue.names:
+            if stream in self.keys.streams(q, self.settings.queue.priorities):
+                return q
+        return stream
+
+    def _start(self, msg: Message, task: dict[str, Any]) -> None:
+        run = Running(task["id"], task["task_type"], msg.stream, msg.entry_id, time.time())
+        run.ctx = TaskContext(task["id"], self.store, log.getChild(task["task_type"]))
+        with self._lock:
+            self.running[msg.entry_id] = run
+        self.executor.submit(lambda: self._run_task(run, task))
+
+    def _run_task(self, run: Running, task: dict[str, Any]) -> None:
+        handler = self.handlers[run.task_type]
+        status, result, error, message = "done", "", "", "Task done."
+        try:
+            result = jsonsafe.dumps(handler(task, run.ctx))
+        except TaskCancelled as exc:
+            status, message = "cancelled", f"Task cancelled: {exc}"
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the slot is freed
+            status = "failed"
+            error = f"{type(exc).__name__}: {jsonsafe.text(exc, 1000)}"
+            message = "Task failed: " + error
+            log.error("Task %s (%s) failed: %s\n%s", run.task_id, run.task_type, error,
+                      traceback.format_exc(limit=20))
+        self._completions.put(Completion(run.task_id, run.stream, run.entry_id, status,
+                                         result, error, message))
+
+    # Completion: final statuses and acks are written by one thread, batched -----------------
+
+    def _complete_loop(self) -> None:
+        backoff = Backoff(0.05, 2.0)
+        while True:
+            first = self._completions.get()
+            if first is None:
+                return
+            batch = [first]
+            while True:
+                try:
+                    nxt = self._completions.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._completions.put(None)
+                    break
+                batch.append(nxt)
+            while True:
+                try:
+                    replies = self.store.finish_many(batch)
+                    backoff.reset()
+                    break
+                except TRANSIENT_ERRORS as exc:
+                    # Never drop a completion: the record becomes final once Redis answers.
+                    if self._throttle.ready("finish"):
+                        log.warning("Worker %d: cannot write %d final status(es) yet: %s.",
+                                    self.slot, len(batch), exc)
+                    time.sleep(backoff.next_delay())
+            self._settle(batch, replies)
+
+    def _settle(self, batch: list[Completion], replies: list[Any]) -> None:
+        with self._lock:
+            for c, reply in zip(batch, replies, strict=True):
+                self.running.pop(c.entry_id, None)
+                final = reply[0].decode()
+                if final == "done":
+                    self.done += 1
+                elif final in ("failed", "cancelled"):
+                    self.failed += final == "failed"
+                if final == "missing":
+                    log.info("Task %s finished but its record is gone; not recreated.", c.task_id)
+            self.completed += len(batch)
+        self.executor.release(len(batch))
+
+    # Stop ------------------------------------------------------------------------------------
+
+    def _recycle_due(self) -> bool:
+        limit = self.settings.executor.max_tasks_per_worker
+        return bool(limit) and self.completed >= limit
+
+    def drain(self) -> int:
+        """Finish the running tasks within the graceful timeout, then leave cleanly."""
+        if self.quick:
+            log.info("Worker %d (pid %d): quick stop; %d task(s) left for reclaim.", self.slot,
+                     self.pid, len(self.running))
+            os._exit(0)
+        log.info("Worker %d (pid %d) drains %d running task(s).", self.slot, self.pid,
+                 len(self.running))
+        deadline = time.monotonic() + self.settings.executor.graceful_timeout_s
+        while self.running and time.monotonic() < deadline and not self.quick:
+            self._touch_liveness()
+            self.executor.wait_idle(0.2)
+        if self.running:
+            log.warning("Worker %d: %d task(s) unfinished at the deadline; left for reclaim: %s.",
+                        self.slot, len(self.running),
+                        ", ".join(r.task_id for r in self.running.values()))
+            os._exit(0)
+        self._completions.put(None)
+        self.heartbeat.stop()
+        self.heartbeat.deregister()
+        for stream in self.streams:
+            try:
+                if not self.broker.pending_of(stream, self.consumer, 1):
+                    self.broker.delete_consumer(stream, self.consumer)
+            except Exception:  # best effort: the cleanup duty removes leftovers
+                pass
+        log.info("Worker %d (pid %d) stopped after %d task(s).", self.slot, self.pid,
+                 self.completed)
+        return 0
+
+    # Reporting ---------------------------------------------------------------------------------
+
+    def _touch_liveness(self) -> None:
+        now = time.monotonic()
+        if self.liveness_fd is None or now - self._alive_at < 0.5:
+            return
+        self._alive_at = now
+        try:
+            os.fchmod(self.liveness_fd, 0o600 if int(now * 2) % 2 else 0o400)
+        except OSError:
+            pass
+
+    def leases(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        with self._lock:
+            for run in self.running.values():
+                out.setdefault(run.stream, []).append(run.entry_id)
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            current = {r.task_id: {"id": r.task_id, "task_type": r.task_type,
+                                   "begin_at": r.begin_at} for r in self.running.values()}
+        try:
+            rss = psutil.Process(self.pid).memory_info().rss
+        except psutil.Error:
+            rss = 0
+        pending, lag = self._group_counts()
+        return {
+            "ip_address": self.ip_address, "pid": self.pid, "name": self.consumer,
+            "now": datetime.now().isoformat(timespec="milliseconds"), "boot_at": self.boot_at,
+            "pending": pending, "lag": lag, "done": self.done, "failed": self.failed,
+            "current": current, "host": self.host_id, "slot": self.slot,
+            "supervisor_pid": self.supervisor_pid, "threads": self.executor.threads,
+            "busy": self.executor.busy, "rss_bytes": rss, "version": workers.__version__,
+        }
+
+    def _group_counts(self) -> tuple[int, int]:
+        pending = lag = 0
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xinfo_groups(stream)
+        for groups in pipe.execute(raise_on_error=False):
+            if isinstance(groups, Exception):
+                continue
+            for g in groups:
+                if g.get("name") in (self.keys.group, self.keys.group.encode()):
+                    pending += int(g.get("pending") or 0)
+                    lag += int(g.get("lag") or 0)  # absent before Redis 7
+        return pending, lag
+
+
+def _ip_address() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def _set_parent_death_signal() -> None:
+    """Ask the kernel to send TERM when the supervisor dies (Linux only)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
