@@ -175,7 +175,7 @@ class Supervisor:
     def spawn_worker(self, slot: int) -> None:
         self.generation += 1
         state = self.slots.setdefault(slot, SlotState())
-        liveness = tempfile.TemporaryFile(prefix="taskexec-worker-")
+        liveness = tempfile.TemporaryFile(prefix="taskexec-worker-")  # noqa: SIM115 (lives with the worker)
         born = os.fstat(liveness.fileno()).st_ctime
         worker = Worker(self.settings, slot=slot, host_id=self.host_id, supervisor_pid=self.pid,
                         predecessors=list(state.predecessors), liveness_fd=liveness.fileno())

@@ -84,7 +84,8 @@ class Broker:
         return bool(reply)
 
     def pending_of(self, stream: str, consumer: str, count: int = 1000) -> list[dict[str, Any]]:
-        return self.client.xpending_range(stream, self.group, "-", "+", count, consumername=consumer)
+        return self.client.xpending_range(stream, self.group, "-", "+", count,
+                                          consumername=consumer)
 
     def claim(self, stream: str, entry_ids: list[str]) -> list[Message]:
         """Move entries to this consumer (counting a delivery) and return them."""

@@ -74,8 +74,8 @@ def connection_kwargs(settings: Any, *, name: str, blocking_read: bool = False) 
         kwargs.update(parsed)
         kwargs.setdefault("db", r.db)
     else:
-        host, _, port = r.host.partition(":")
-        kwargs.update(host=host, port=int(port or 6379), db=r.db)
+        host, port = r.address
+        kwargs.update(host=host, port=port, db=r.db)
     if r.username:
         kwargs["username"] = r.username
     if r.password:
