@@ -302,6 +302,7 @@ class KeysSettings:
     group: str = _key("rag_flow_svr_task_broker", "str", check=_template())
     registry: str = _key("TASKEXE", "str", check=_template())
     cleanup_lock: str = _key("clean_task_executor", "str", check=_template())
+    delayed: str = _key("te:delayed", "str", check=_template())
 
 
 HANDLER_SPEC = Spec("str", check=check_handler)

@@ -16,6 +16,7 @@ class Keys:
     group: str = "rag_flow_svr_task_broker"
     registry: str = "TASKEXE"
     cleanup_lock: str = "clean_task_executor"
+    delayed: str = "te:delayed"
 
     @classmethod
     def from_settings(cls, keys: object) -> Keys:

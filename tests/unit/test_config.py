@@ -94,6 +94,7 @@ def test_default_keys(tmp_path):
         "group": "rag_flow_svr_task_broker",
         "registry": "TASKEXE",
         "cleanup_lock": "clean_task_executor",
+        "delayed": "te:delayed",
     }
 
 
