@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +19,7 @@ class Message:
     entry_id: str
     fields: dict[bytes, bytes]
     deliveries: int = 1
+    death: str = ""  # why its previous consumer stopped, when it was taken over
 
 
 @dataclass
@@ -44,6 +44,9 @@ class Broker:
         self.consumer = consumer
         self._read = client.register_script(scripts.READ)
         self._dead = client.register_script(scripts.DEAD_LETTER)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._renew = client.register_script(scripts.RENEW)
+        self._trim = client.register_script(scripts.TRIM)
 
     def ensure_group(self, stream: str) -> bool:
         """Create the group from id 0 (so older entries are delivered); True if it was new."""
@@ -83,37 +86,50 @@ class Broker:
         reply = self.blocking.xread(last_ids, count=1, block=max(1, int(block_s * 1000)))
         return bool(reply)
 
-    def pending_of(self, stream: str, consumer: str, count: int = 1000) -> list[dict[str, Any]]:
-        return self.client.xpending_range(stream, self.group, "-", "+", count,
-                                          consumername=consumer)
+    def pending_ids(self, stream: str, consumer: str, count: int, min_idle_ms: int = 0
+                    ) -> list[str]:
+        """Ids of entries `consumer` holds that were idle at least `min_idle_ms`."""
+        rows = self.client.xpending_range(stream, self.group, "-", "+", count,
+                                          consumername=consumer, idle=min_idle_ms or None)
+        return [_s(r["message_id"]) for r in rows]
 
-    def claim(self, stream: str, entry_ids: list[str]) -> list[Message]:
-        """Move entries to this consumer (counting a delivery) and return them."""
+    def claim(self, stream: str, from_consumer: str, entry_ids: list[str],
+              min_idle_ms: int = 0) -> tuple[list[Message], list[str]]:
+        """Take entries from `from_consumer` (only those it still owns), counting a delivery.
+
+        Returns the claimed messages and the ids whose message was gone (now acknowledged).
+        """
         if not entry_ids:
-            return []
-        claimed = self.client.xclaim(stream, self.group, self.consumer, 0, entry_ids)
+            return [], []
+        out, lost = self._claim(keys=[stream], args=[self.group, from_consumer, self.consumer,
+                                                      min_idle_ms, *entry_ids])
         msgs = []
-        for entry_id, fields in claimed:
-            if fields is None:  # deleted from the stream meanwhile; XCLAIM drops it
-                continue
-            msgs.append(Message(stream, _s(entry_id), fields))
-        return msgs
+        for entry_id, flat, deliveries in out:
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            msgs.append(Message(stream, _s(entry_id), fields, int(deliveries)))
+        return msgs, [_s(i) for i in lost]
 
-    def renew(self, leases: dict[str, list[str]]) -> None:
-        """Reset the idle time of held entries without counting a delivery (JUSTID)."""
+    def renew(self, leases: dict[str, list[str]]) -> list[tuple[str, str]]:
+        """Reset the idle time of held entries without counting a delivery.
+
+        Returns (stream, entry id) of the entries this consumer no longer owns.
+        """
         if not leases:
-            return
+            return []
         pipe = self.client.pipeline(transaction=False)
-        for stream, ids in leases.items():
-            pipe.xclaim(stream, self.group, self.consumer, 0, ids, justid=True)
-        pipe.execute(raise_on_error=False)
+        streams = list(leases)
+        for stream in streams:
+            self._renew(keys=[stream], args=[self.group, self.consumer, *leases[stream]],
+                        client=pipe)
+        gone = []
+        for stream, reply in zip(streams, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, list):
+                gone += [(stream, _s(i)) for i in reply]
+        return gone
 
-    def deliveries(self, stream: str, entry_ids: Iterable[str]) -> dict[str, int]:
-        counts = {}
-        for entry in self.client.xpending_range(stream, self.group, min(entry_ids),
-                                                max(entry_ids), 1000, consumername=self.consumer):
-            counts[_s(entry["message_id"])] = int(entry["times_delivered"])
-        return counts
+    def trim(self, stream: str) -> int:
+        """Delete acknowledged entries; never one that is pending or not yet delivered."""
+        return int(self._trim(keys=[stream], args=[self.group]))
 
     def ack(self, stream: str, entry_id: str) -> None:
         self.client.xack(stream, self.group, entry_id)
@@ -134,4 +150,7 @@ class Broker:
                    args=[self.group, msg.entry_id, has_record, reason, *flat])
 
     def delete_consumer(self, stream: str, consumer: str) -> None:
-        self.client.xgroup_delconsumer(stream, self.group, consumer)
+        try:
+            self.client.xgroup_delconsumer(stream, self.group, consumer)
+        except redis.ResponseError:
+            pass  # no stream or no group: nothing to remove

@@ -6,7 +6,7 @@ import logging
 import time
 
 from workers import jsonsafe
-from workers.errors import TaskCancelled
+from workers.errors import RetryTask, TaskCancelled
 from workers.store import TaskStore
 
 # Cancellation is checked against Redis at most this often per task: handlers may call
@@ -18,6 +18,9 @@ class TaskContext:
     """Handed to each handler run; it never exposes the store or the broker."""
 
     Cancelled = TaskCancelled
+    # `raise ctx.Retry("why", delay_s=30)` runs the task again later, up to queue.max_attempts
+    # runs in all; any other exception fails the task.
+    Retry = RetryTask
 
     def __init__(self, task_id: str, store: TaskStore, logger: logging.Logger) -> None:
         self.task_id = task_id

@@ -5,6 +5,14 @@ class TaskCancelled(Exception):
     """Raised inside a handler when its task was cancelled or its record vanished."""
 
 
+class RetryTask(Exception):
+    """Raised by a handler (as `ctx.Retry`) to run its task again after `delay_s` seconds."""
+
+    def __init__(self, reason: str = "", delay_s: float = 0.0) -> None:
+        super().__init__(reason or "retry requested")
+        self.delay_s = max(0.0, float(delay_s))
+
+
 class TaskNotFound(LookupError):
     """No record exists for a task id."""
 

@@ -25,7 +25,8 @@ class Heartbeat(threading.Thread):
 
     def __init__(self, broker: Broker, *, key: str, registry: str, interval_s: float,
                  retention_s: float, snapshot: Callable[[], dict[str, Any]],
-                 leases: Callable[[], dict[str, list[str]]]) -> None:
+                 leases: Callable[[], dict[str, list[str]]],
+                 after_beat: Callable[[], object] | None = None) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.broker = broker
         self.key = key
@@ -34,6 +35,7 @@ class Heartbeat(threading.Thread):
         self.retention_s = retention_s
         self.snapshot = snapshot
         self.leases = leases
+        self.after_beat = after_beat
         self.failures = 0
         self._stop_event = threading.Event()
         self._script = broker.client.register_script(scripts.HEARTBEAT)
@@ -42,7 +44,9 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         """One heartbeat and lease renewal; errors are logged (throttled) and counted."""
         try:
-            self.broker.renew(self.leases())
+            for stream, entry_id in self.broker.renew(self.leases()):
+                log.warning("Message %s on %s is no longer this consumer's (taken over after "
+                            "its lease lapsed); its run goes on.", entry_id, stream)
             body = orjson.dumps(self.snapshot())
             _, err = self._script(keys=[self.key, self.registry],
                                   args=[body, self.retention_s, self.broker.consumer])
@@ -64,7 +68,20 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self._stop_event.is_set():
             self.beat()
+            if self.after_beat is not None:
+                self._after_beat()
             self._stop_event.wait(self.interval_s)
+
+    def _after_beat(self) -> None:
+        # The clean-up duty runs here, between beats: off the consume loop.
+        try:
+            self.after_beat()
+        except TRANSIENT_ERRORS as exc:
+            if self._throttle.ready("after"):
+                log.warning("Cleanup pass failed, Redis unavailable: %s.", exc)
+        except Exception as exc:  # the next interval tries again
+            if self._throttle.ready("after-error"):
+                log.error("Cleanup pass failed: %s: %s.", type(exc).__name__, exc)
 
     def stop(self) -> None:
         self._stop_event.set()

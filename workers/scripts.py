@@ -176,3 +176,149 @@ local ok, err = pcall(redis.call, 'SADD', KEYS[2], ARGV[3])
 if not ok then return {tostring(now), err['err'] or tostring(err)} end
 return {tostring(now), ''}
 """
+
+# KEYS: stream. ARGV: group, from consumer, to consumer, min idle ms, entry ids...
+# Moves only entries that `from` still owns and that were idle long enough, so two claimers
+# racing for one dead consumer never both get an entry, and an entry already taken over is
+# never taken back. Entries whose message was deleted from the stream are acknowledged.
+CLAIM = """
+local ids, counts = {}, {}
+for i = 5, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[4], ARGV[i], ARGV[i], 1,
+                       ARGV[2])
+  if p[1] then
+    ids[#ids + 1] = ARGV[i]
+    counts[ARGV[i]] = p[1][4]
+  end
+end
+if #ids == 0 then return {{}, {}} end
+local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], ARGV[4], unpack(ids))
+local out, got, lost = {}, {}, {}
+for i, e in ipairs(claimed) do
+  if e and e[2] then
+    got[e[1]] = true
+    out[#out + 1] = {e[1], e[2], counts[e[1]] + 1}
+  end
+end
+for i, id in ipairs(ids) do
+  if not got[id] then
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+    lost[#lost + 1] = id
+  end
+end
+return {out, lost}
+"""
+
+# KEYS: stream. ARGV: group, consumer, entry ids... Resets the idle time of the entries this
+# consumer still owns (JUSTID: the delivery count stays); returns the ids it no longer owns.
+RENEW = """
+local owned, gone = {}, {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if p[1] then owned[#owned + 1] = ARGV[i] else gone[#gone + 1] = ARGV[i] end
+end
+if #owned > 0 then
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(owned), 'JUSTID')
+end
+return gone
+"""
+
+# KEYS: record, cancel flag, stream, delayed set. ARGV: group, entry id, delay s, message,
+# log line, max log chars, error, max attempts. A handler asked to run again later: the
+# message waits in the delayed set (scored with server time) and the record is queued again.
+RETRY = _FINAL + """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+  return {'missing'}
+end
+local status = redis.call('HGET', KEYS[1], 'status')
+if final[status] then
+  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+  return {'final', status}
+end
+local msg = redis.call('HGET', KEYS[1], 'progress_msg') or ''
+local runs = tonumber(redis.call('HGET', KEYS[1], 'retry_count') or '0') or 0
+if redis.call('EXISTS', KEYS[2]) == 1 or runs >= tonumber(ARGV[8]) then
+  local new, why = 'cancelled', ' Task cancelled.'
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    new, why = 'failed', ' Task failed: retries exhausted (queue.max_attempts ' .. ARGV[8] .. ').'
+  end
+  local t = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'status', new, 'progress', '-1', 'error', ARGV[7],
+             'finished_at', t[1] .. '.' .. string.format('%06d', tonumber(t[2])),
+             'progress_msg', string.sub(msg .. string.sub(ARGV[5], 1, 8) .. why .. '\\n',
+                                        -tonumber(ARGV[6])))
+  redis.call('DEL', KEYS[2])
+  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+  return {new}
+end
+local t = redis.call('TIME')
+local due = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[3])
+redis.call('ZADD', KEYS[4], due, cjson.encode({stream = KEYS[3], message = ARGV[4]}))
+redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[7],
+           'progress_msg', string.sub(msg .. ARGV[5] .. '\\n', -tonumber(ARGV[6])))
+redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+return {'retry'}
+"""
+
+# KEYS: delayed set. ARGV: most to move. Moves due messages back onto their streams.
+PROMOTE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for i, item in ipairs(due) do
+  local ok, m = pcall(cjson.decode, item)
+  if ok and type(m) == 'table' and m['stream'] and m['message'] then
+    pcall(redis.call, 'XADD', m['stream'], '*', 'message', m['message'])
+  end
+  redis.call('ZREM', KEYS[1], item)
+end
+return #due
+"""
+
+# KEYS: lock. ARGV: token, ttl ms. Renews the lock only for the holder of this token.
+LOCK_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# KEYS: lock. ARGV: token, keep ms. Ends a pass: the lock stays as a rate limit for `keep` ms
+# (0: deleted), but only while it is still this holder's.
+LOCK_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) > 0 then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return redis.call('DEL', KEYS[1])
+"""
+
+# KEYS: stream. ARGV: group. Trims acknowledged entries: everything older than both the
+# oldest pending entry and the first entry not yet delivered to the group.
+TRIM = """
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function less(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if not ok then return -1 end
+local last = nil
+for i, g in ipairs(groups) do
+  local name, delivered
+  for j = 1, #g, 2 do
+    if g[j] == 'name' then name = g[j + 1] end
+    if g[j] == 'last-delivered-id' then delivered = g[j + 1] end
+  end
+  if name == ARGV[1] then last = delivered end
+end
+if not last then return 0 end
+local ms, seq = parse(last)
+local minid = ms .. '-' .. (seq + 1)
+local pend = redis.call('XPENDING', KEYS[1], ARGV[1])
+if pend[1] > 0 and less(pend[2], minid) then minid = pend[2] end
+return redis.call('XTRIM', KEYS[1], 'MINID', minid)
+"""

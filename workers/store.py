@@ -54,24 +54,28 @@ class Completion:
     result: str = ""
     error: str = ""
     message: str = ""
+    delay_s: float = 0.0
+    payload: bytes = b""
 
 
 class TaskStore:
     """Reads and writes task records; the scripts make each transition atomic."""
 
     def __init__(self, client: redis.Redis, keys: Keys, *, group: str, max_log_chars: int,
-                 cancel_ttl_s: float, result_ttl_s: float) -> None:
+                 cancel_ttl_s: float, result_ttl_s: float, max_attempts: int = 3) -> None:
         self.client = client
         self.keys = keys
         self.group = group
         self.max_log_chars = max_log_chars
         self.cancel_ttl_s = cancel_ttl_s
         self.result_ttl_s = result_ttl_s
+        self.max_attempts = max_attempts
         self._begin = client.register_script(scripts.BEGIN)
         self._finish = client.register_script(scripts.FINISH)
         self._progress = client.register_script(scripts.PROGRESS)
         self._submit = client.register_script(scripts.SUBMIT)
         self._cancel = client.register_script(scripts.CANCEL)
+        self._retry = client.register_script(scripts.RETRY)
 
     def _task_keys(self, task_id: str) -> list[str]:
         return [self.keys.task_record(task_id), self.keys.cancel_flag(task_id)]
@@ -127,7 +131,13 @@ class TaskStore:
         pipe = self.client.pipeline(transaction=False)
         now = time.time()
         for c in done:
-            self._finish(keys=self._task_keys(c.task_id) + [c.stream], client=pipe, args=[
+            keys = self._task_keys(c.task_id) + [c.stream]
+            if c.status == "retry":
+                self._retry(keys=keys + [self.keys.delayed], client=pipe, args=[
+                    self.group, c.entry_id, c.delay_s, c.payload, log_line(c.message, now),
+                    self.max_log_chars, c.error, self.max_attempts])
+                continue
+            self._finish(keys=keys, client=pipe, args=[
                 self.group, c.entry_id, c.status, c.result, c.error, repr(now),
                 log_line(c.message, now), self.max_log_chars, int(self.result_ttl_s)])
         return pipe.execute()

@@ -10,24 +10,26 @@ import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psutil
 
 import workers
-from workers import jsonsafe, messages
+from workers import jsonsafe, messages, scripts
 from workers.backoff import Backoff, Throttle
 from workers.broker import Broker, Message
+from workers.cleanup import Cleanup
 from workers.context import TaskContext
-from workers.errors import TaskCancelled
+from workers.errors import RetryTask, TaskCancelled
 from workers.executor import BoundedExecutor
 from workers.handlers import Handler, load_handlers
 from workers.heartbeat import Heartbeat
 from workers.keys import Keys
 from workers.redisconn import TRANSIENT_ERRORS, connect
 from workers.store import Completion, TaskStore
+from workers.takeover import Takeover
 
 log = logging.getLogger("taskexec.worker")
 
@@ -46,15 +48,15 @@ class Running:
     entry_id: str
     begin_at: float
     ctx: TaskContext | None = None
+    payload: bytes = b""  # the message, kept for a retry with a delay
 
 
 @dataclass
 class Predecessor:
-    """A dead consumer of this slot whose pending messages this worker takes over."""
+    """A dead consumer of this slot whose pending messages this worker takes over at once."""
 
     consumer: str
     death: str = ""
-    streams_done: set[str] = field(default_factory=set)
 
 
 class Worker:
@@ -84,6 +86,7 @@ class Worker:
         self._stream_backoff: dict[str, Backoff] = {}
         self._throttle = Throttle(1.0)
         self._alive_at = 0.0
+        self._promote_at = 0.0
 
     # Process setup --------------------------------------------------------------------------
 
@@ -112,16 +115,27 @@ class Worker:
         self.blocking = connect(s, name=self.consumer, max_connections=1, blocking_read=True)
         self.store = TaskStore(self.client, self.keys, group=self.keys.group,
                                max_log_chars=s.store.max_log_chars,
-                               cancel_ttl_s=s.store.cancel_ttl_s, result_ttl_s=s.store.result_ttl_s)
+                               cancel_ttl_s=s.store.cancel_ttl_s, result_ttl_s=s.store.result_ttl_s,
+                               max_attempts=s.queue.max_attempts)
         self.broker = Broker(self.client, self.blocking, group=self.keys.group,
                              consumer=self.consumer)
         self.handlers: dict[str, Handler] = load_handlers(s.handlers)
+        self._promote = self.client.register_script(scripts.PROMOTE)
         self.executor = BoundedExecutor(s.executor.threads, name=f"task-{self.slot}")
         self._ensure_groups()
+        self.takeover = Takeover(
+            self.broker, self.streams, registry=self.keys.registry,
+            timeout_s=s.heartbeat.timeout_s, scan_every_s=s.cleanup.interval_s,
+            own_idle_s=max(2.0, 3 * s.heartbeat.interval_s), running_ids=self.running_ids)
+        for pred in self.predecessors:
+            self.takeover.add_predecessor(pred.consumer, pred.death)
+        self.cleanup = Cleanup(self.broker, self.keys, self.streams,
+                               interval_s=s.cleanup.interval_s, lock_ttl_s=s.cleanup.lock_ttl_s,
+                               timeout_s=s.heartbeat.timeout_s)
         self.heartbeat = Heartbeat(
             self.broker, key=self.consumer, registry=self.keys.registry,
             interval_s=s.heartbeat.interval_s, retention_s=s.heartbeat.retention_s,
-            snapshot=self.snapshot, leases=self.leases)
+            snapshot=self.snapshot, leases=self.leases, after_beat=self.cleanup.maybe_run)
         self.heartbeat.beat()
         self.heartbeat.start()
         threading.Thread(target=self._complete_loop, name="completer", daemon=True).start()
@@ -167,11 +181,21 @@ class Worker:
         if free <= 0:
             self.executor.wait_for_slot(self.settings.queue.block_s)
             return
-        msgs = self._take_over(free) if self.predecessors else []
+        self._housekeeping()
+        msgs = self.takeover.claim(free) if self.takeover.orphans else []
         if not msgs:
             msgs = self._read(free)
         if msgs:
             self.dispatch(msgs)
+
+    def _housekeeping(self) -> None:
+        """Once a second: due retries back onto their streams; dead consumers looked for."""
+        now = time.monotonic()
+        if now >= self._promote_at:
+            self._promote_at = now + 1.0
+            self._promote(keys=[self.keys.delayed], args=[100])
+        if self.takeover.scan_due():
+            self.takeover.scan()
 
     def _read(self, free: int) -> list[Message]:
         now = time.monotonic()
@@ -204,41 +228,6 @@ class Worker:
         log.error("Worker %d: cannot read stream %s: %s; retrying in %.1f s.", self.slot,
                   stream, error, delay)
 
-    def _take_over(self, free: int) -> list[Message]:
-        """Claim messages a dead predecessor of this slot still held, up to the free slots."""
-        msgs: list[Message] = []
-        pred = self.predecessors[0]
-        for stream in self.streams:
-            if stream in pred.streams_done or len(msgs) >= free:
-                continue
-            pending = self.broker.pending_of(stream, pred.consumer, free - len(msgs))
-            if not pending:
-                pred.streams_done.add(stream)
-                continue
-            counts = {p["message_id"].decode(): int(p["times_delivered"]) for p in pending}
-            claimed = self.broker.claim(stream, list(counts))
-            for m in claimed:
-                m.deliveries = counts.get(m.entry_id, 0) + 1
-                m.fields.setdefault(b"_death", pred.death.encode())
-            msgs += claimed
-            log.info("Worker %d took over %d message(s) of %s on %s: %s.", self.slot,
-                     len(claimed), pred.consumer, stream, ", ".join(m.entry_id for m in claimed))
-        if len(pred.streams_done) == len(self.streams):
-            self._forget(pred)
-        return msgs
-
-    def _forget(self, pred: Predecessor) -> None:
-        for stream in self.streams:
-            try:
-                self.broker.delete_consumer(stream, pred.consumer)
-            except Exception:  # the stream may be broken; the cleanup duty retries later
-                pass
-        pipe = self.client.pipeline(transaction=False)
-        pipe.srem(self.keys.registry, pred.consumer)
-        pipe.delete(pred.consumer)
-        pipe.execute(raise_on_error=False)
-        self.predecessors.pop(0)
-
     # Dispatch --------------------------------------------------------------------------------
 
     def dispatch(self, msgs: list[Message]) -> None:
@@ -270,7 +259,7 @@ class Worker:
     def _validate(self, msg: Message) -> dict[str, Any] | None:
         """The task of a runnable message; anything else is dead-lettered here."""
         max_attempts = self.settings.queue.max_attempts
-        death = msg.fields.pop(b"_death", b"").decode()
+        death = msg.death
         try:
             task = messages.parse(msg, self.settings.queue.max_message_bytes)
         except messages.BadMessage as bad:
@@ -303,7 +292,8 @@ class Worker:
         return stream
 
     def _start(self, msg: Message, task: dict[str, Any]) -> None:
-        run = Running(task["id"], task["task_type"], msg.stream, msg.entry_id, time.time())
+        run = Running(task["id"], task["task_type"], msg.stream, msg.entry_id, time.time(),
+                      payload=msg.fields.get(b"message", b""))
         run.ctx = TaskContext(task["id"], self.store, log.getChild(task["task_type"]))
         with self._lock:
             self.running[msg.entry_id] = run
@@ -311,11 +301,15 @@ class Worker:
 
     def _run_task(self, run: Running, task: dict[str, Any]) -> None:
         handler = self.handlers[run.task_type]
-        status, result, error, message = "done", "", "", "Task done."
+        status, result, error, message, delay = "done", "", "", "Task done.", 0.0
         try:
             result = jsonsafe.dumps(handler(task, run.ctx))
         except TaskCancelled as exc:
             status, message = "cancelled", f"Task cancelled: {exc}"
+        except RetryTask as exc:
+            status, delay = "retry", exc.delay_s
+            error = f"RetryTask: {jsonsafe.text(exc, 1000)}"
+            message = f"Task asked to run again in {exc.delay_s:g} s: {jsonsafe.text(exc, 200)}"
         except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the slot is freed
             status = "failed"
             error = f"{type(exc).__name__}: {jsonsafe.text(exc, 1000)}"
@@ -323,7 +317,7 @@ class Worker:
             log.error("Task %s (%s) failed: %s\n%s", run.task_id, run.task_type, error,
                       traceback.format_exc(limit=20))
         self._completions.put(Completion(run.task_id, run.stream, run.entry_id, status,
-                                         result, error, message))
+                                         result, error, message, delay, run.payload))
 
     # Completion: final statuses and acks are written by one thread, batched -----------------
 
@@ -361,6 +355,9 @@ class Worker:
             for c, reply in zip(batch, replies, strict=True):
                 self.running.pop(c.entry_id, None)
                 final = reply[0].decode()
+                if final == "final":
+                    log.info("Task %s was already %s when its run ended; left as it was.",
+                             c.task_id, reply[1].decode())
                 if final == "done":
                     self.done += 1
                 elif final in ("failed", "cancelled"):
@@ -398,7 +395,7 @@ class Worker:
         self.heartbeat.deregister()
         for stream in self.streams:
             try:
-                if not self.broker.pending_of(stream, self.consumer, 1):
+                if not self.broker.pending_ids(stream, self.consumer, 1):
                     self.broker.delete_consumer(stream, self.consumer)
             except Exception:  # best effort: the cleanup duty removes leftovers
                 pass
@@ -417,6 +414,10 @@ class Worker:
             os.fchmod(self.liveness_fd, 0o600 if int(now * 2) % 2 else 0o400)
         except OSError:
             pass
+
+    def running_ids(self) -> set[str]:
+        with self._lock:
+            return set(self.running)
 
     def leases(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
