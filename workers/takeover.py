@@ -123,7 +123,10 @@ class Takeover:
         """Some messages of this orphan, or None when it has nothing (more) for us."""
         if o.consumer == self.broker.consumer:
             return self._reclaim_own(o, count) or None
-        ids = self.broker.pending_ids(o.stream, o.consumer, count, o.min_idle_ms)
+        try:
+            ids = self.broker.pending_ids(o.stream, o.consumer, count, o.min_idle_ms)
+        except redis.ResponseError:
+            return None  # a broken stream: the read path reports it, with backoff
         if not ids:
             return None
         msgs, lost = self.broker.claim(o.stream, o.consumer, ids, o.min_idle_ms)
@@ -143,8 +146,12 @@ class Takeover:
         for stream in self.streams:
             if len(msgs) >= count:
                 break
-            ids = [i for i in self.broker.pending_ids(stream, o.consumer, count + len(running),
-                                                      o.min_idle_ms) if i not in running]
+            try:
+                held = self.broker.pending_ids(stream, o.consumer, count + len(running),
+                                               o.min_idle_ms)
+            except redis.ResponseError:
+                continue
+            ids = [i for i in held if i not in running]
             if ids:
                 got, _ = self.broker.claim(stream, o.consumer, ids[:count - len(msgs)],
                                            o.min_idle_ms)
@@ -159,11 +166,12 @@ class Takeover:
         it holds nothing, since deleting a consumer drops its pending entries), the registry
         and its heartbeat history."""
         client = self.broker.client
-        try:
-            if any(self.broker.pending_ids(s, consumer, 1) for s in self.streams):
-                return  # entries not idle long enough yet: a later scan comes back for them
-        except redis.ResponseError:
-            return
+        for stream in self.streams:
+            try:
+                if self.broker.pending_ids(stream, consumer, 1):
+                    return  # entries not idle long enough yet: a later scan comes back
+            except redis.ResponseError:
+                continue
         for stream in self.streams:
             self.broker.delete_consumer(stream, consumer)
         pipe = client.pipeline(transaction=False)

@@ -172,6 +172,10 @@ class Worker:
                 if self._throttle.ready("redis"):
                     log.warning("Worker %d: Redis unavailable (%s); retrying.", self.slot, exc)
                 time.sleep(backoff.next_delay())
+            except Exception as exc:  # the loop never dies of one bad reply or key
+                if self._throttle.ready("step:" + type(exc).__name__):
+                    log.exception("Worker %d: consume step failed: %s; going on.", self.slot, exc)
+                time.sleep(backoff.next_delay())
         return self.drain()
 
     def step(self) -> None:
