@@ -21,6 +21,7 @@ from supervisor import burst, notify
 from workers.exitcodes import ExitCode
 from workers.keys import Keys
 from workers.logs import setup_logging
+from workers.takeover import held_task_ids
 from workers.worker import Predecessor, Worker, consumer_name
 
 log = logging.getLogger("taskexec.supervisor")
@@ -279,13 +280,10 @@ class Supervisor:
             self.begin_stop(graceful=False)
 
     def _held_tasks(self, consumer: str) -> list[str]:
+        streams = [st for q in self.settings.queue.names
+                   for st in self.keys.streams(q, self.settings.queue.priorities)]
         try:
-            last = self.client.zrange(consumer, -1, -1)
-            if not last:
-                return []
-            import orjson
-
-            return sorted(orjson.loads(last[0]).get("current", {}))
+            return held_task_ids(self.client, streams, self.keys.group, consumer)
         except Exception:  # the log line must not depend on Redis answering
             return []
 

@@ -179,3 +179,21 @@ class Takeover:
         pipe.delete(consumer)
         pipe.execute(raise_on_error=False)
         log.info("Removed dead consumer %s.", consumer)
+
+
+def held_task_ids(client: redis.Redis, streams: list[str], group: str, consumer: str,
+                  limit: int = 100) -> list[str]:
+    """The ids of the tasks whose messages `consumer` holds (from its pending entries)."""
+    import orjson
+
+    ids: list[str] = []
+    for stream in streams:
+        try:
+            rows = client.xpending_range(stream, group, "-", "+", limit, consumername=consumer)
+            for row in rows:
+                entry = client.xrange(stream, row["message_id"], row["message_id"])
+                if entry:
+                    ids.append(str(orjson.loads(entry[0][1][b"message"]).get("id", "?")))
+        except (redis.RedisError, orjson.JSONDecodeError, KeyError, AttributeError):
+            continue
+    return sorted(ids)
