@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 _clients: dict[int, redis.Redis] = {}
 
@@ -17,7 +19,11 @@ _clients: dict[int, redis.Redis] = {}
 def _redis() -> redis.Redis:
     pid = os.getpid()
     if pid not in _clients:
-        _clients[pid] = redis.Redis.from_url(os.environ["TASKEXEC_TEST_REDIS_URL"])
+        # Retries: the scenarios kill clients and pause writes; the record of what ran must
+        # survive that, as the handler under test does.
+        _clients[pid] = redis.Redis.from_url(
+            os.environ["TASKEXEC_TEST_REDIS_URL"], retry=Retry(ExponentialBackoff(0.5, 0.01), 20),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError])
     return _clients[pid]
 
 

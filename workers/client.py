@@ -106,7 +106,14 @@ class Client:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         delay = 0.002
         while True:
-            rec = self.status(id)
+            try:
+                rec = self.status(id)
+            except TRANSIENT_ERRORS:
+                # Redis restarting: keep waiting until it answers or the timeout comes.
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+                continue
             if rec["status"] in FINAL_STATUSES:
                 return rec
             if deadline is not None and time.monotonic() >= deadline:

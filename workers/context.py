@@ -6,7 +6,8 @@ import logging
 import time
 
 from workers import jsonsafe
-from workers.errors import RetryTask, TaskCancelled
+from workers.errors import RetryTask, TaskCancelled, TaskTimeLimit
+from workers.redisconn import TRANSIENT_ERRORS
 from workers.store import TaskStore
 
 # Cancellation is checked against Redis at most this often per task: handlers may call
@@ -28,24 +29,48 @@ class TaskContext:
         self._store = store
         self._checked_at = 0.0
         self._cancelled = False
+        self._expired = ""  # why the worker asked this run to stop (its time limit)
+        self._unsent: list[str] = []
 
     def progress(self, value: float | None = None, message: object = "") -> None:
-        """Record progress (0..1, never backwards) and a log line; raise if cancelled."""
-        reply = self._store.progress(self.task_id, value, jsonsafe.text(message, 500))
+        """Record progress (0..1, never backwards) and a log line; raise if cancelled.
+
+        While Redis is unreachable the update is kept and sent with the next one, so a
+        handler never fails because of an outage.
+        """
+        line = jsonsafe.text(message, 500)
+        lines = self._unsent + ([line] if line else [])
+        try:
+            reply = self._store.progress(self.task_id, value, "\n".join(lines))
+        except TRANSIENT_ERRORS:
+            self._unsent = lines[-20:]
+            return
+        self._unsent = []
         self._checked_at = time.monotonic()
         if reply != "ok":
             self._cancelled = True
             raise TaskCancelled(f"task {self.task_id} stopped: {reply}")
+        if self._expired:
+            raise TaskTimeLimit(self._expired)
+
+    def expire(self, reason: str) -> None:
+        """Called by the worker when the task is past its time limit: checks now raise."""
+        self._expired = reason
 
     def cancelled(self) -> bool:
-        if self._cancelled:
+        if self._cancelled or self._expired:
             return True
         now = time.monotonic()
         if now - self._checked_at >= CANCEL_CHECK_INTERVAL_S:
             self._checked_at = now
-            self._cancelled = self._store.cancel_requested(self.task_id)
+            try:
+                self._cancelled = self._store.cancel_requested(self.task_id)
+            except TRANSIENT_ERRORS:
+                return False  # asked again at the next check, once Redis answers
         return self._cancelled
 
     def check_cancel(self) -> None:
+        if self._expired:
+            raise TaskTimeLimit(self._expired)
         if self.cancelled():
             raise TaskCancelled(f"task {self.task_id} was cancelled")

@@ -144,7 +144,7 @@ class TaskStore:
 
     def progress(self, task_id: str, value: float | None, message: str) -> str:
         """'ok', or why the handler should stop: 'cancelled', 'missing' or the status."""
-        line = log_line(message) if message else ""
+        line = "\n".join(log_line(m) for m in message.split("\n")) if message else ""
         reply = self._progress(keys=self._task_keys(task_id), args=[
             "" if value is None else repr(float(value)), line, self.max_log_chars])
         return reply.decode() if isinstance(reply, bytes) else str(reply)

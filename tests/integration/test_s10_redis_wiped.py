@@ -1,0 +1,63 @@
+"""S10: Redis wiped (FLUSHALL, then an empty restart) while workers wait."""
+
+import time
+
+import pytest
+
+from tests.support import heartbeats, poll, statuses
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def _pids(r):
+    return sorted(hb["pid"] for hb in heartbeats(r).values())
+
+
+def _wipe_and_recover(harness, r, wipe):
+    client = harness.client()
+    ids = client.submit_many("sleep", [{"seconds": 0.2}] * 50)
+    poll(lambda: statuses(r, ids).count("done") >= 30, 30, 0.05, "30 done")
+    queued = next(t for t, s in zip(ids, statuses(r, ids), strict=True) if s == "queued")
+    waiter = harness.start("wait", queued, "--timeout", "60")
+    name = f"taskexec_client_{waiter.pid}".encode()
+    poll(lambda: any(c.get("name") == name.decode() for c in r.client_list()), 10,
+         message="the waiter is connected and waiting")
+    wiped = time.monotonic()
+    r = wipe()
+    assert waiter.wait(10) == 3
+    assert time.monotonic() - wiped < 5
+    assert harness.cli("status", queued).returncode == 3
+    new = harness.client().submit_many("sleep", [{"seconds": 0.2}] * 10)
+    poll(lambda: statuses(r, new) == ["done"] * 10, 10, 0.1, "10 new tasks done")
+    poll(lambda: len(heartbeats(r)) == 2, 2 * 1 + 1, 0.1, "both consumers back in TASKEXE")
+    time.sleep(1.5)  # ok: let running tasks of the wipe finish, then check nothing came back
+    assert statuses(r, ids).count("missing") == 50, "finished tasks did not recreate records"
+    return r
+
+
+def test_s10_flushall_and_empty_restart(harness, redis_server):
+    sup = harness.start("run", "--procs", "2", "--threads", "2")
+    r = redis_server.client()
+    poll(lambda: len(heartbeats(r)) == 2, 20, message="two workers")
+    pids = _pids(r)
+
+    def flush():
+        r.flushall()
+        return r
+
+    def restart_empty():
+        r.shutdown(nosave=True)
+        redis_server.proc.wait(10)
+        redis_server.start()
+        return redis_server.client()
+
+    r = _wipe_and_recover(harness, r, flush)
+    assert _pids(r) == pids
+    r = _wipe_and_recover(harness, r, restart_empty)
+    assert _pids(r) == pids
+    err = sup.stderr
+    assert "exited" not in err and "was killed" not in err
+    for stream in ("te.0.common", "te.1.common"):
+        warnings = [line for line in err.splitlines()
+                    if "WARNING" in line and "group" in line and stream in line]
+        assert len(warnings) <= 2 * 2, warnings  # per worker, per wipe
