@@ -5,6 +5,10 @@ class TaskCancelled(Exception):
     """Raised inside a handler when its task was cancelled or its record vanished."""
 
 
+class TaskTimeLimit(Exception):
+    """Raised inside a handler whose task ran past `executor.task_time_limit_s`; the task fails."""
+
+
 class RetryTask(Exception):
     """Raised by a handler (as `ctx.Retry`) to run its task again after `delay_s` seconds."""
 
