@@ -92,7 +92,7 @@ def odd_progress(task: dict, ctx: Any) -> dict:
 def retry_once(task: dict, ctx: Any) -> dict:
     _started(task)
     r = _redis()
-    if r.incr(f"test:retry:{task['id']}") == 1:
+    if r.incr(f"test:retry:{task['id']}") == 1 or task.get("always"):
         raise ctx.Retry("not yet", delay_s=float(task.get("delay_s", 1)))
     return {"ok": True}
 
