@@ -17,7 +17,8 @@ from typing import Any
 import redis
 from setproctitle import setproctitle
 
-from supervisor import burst, notify
+from supervisor import burst, notify, proxybeat
+from workers import memory
 from workers.exitcodes import ExitCode
 from workers.keys import Keys
 from workers.logs import setup_logging
@@ -87,6 +88,7 @@ class Supervisor:
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.pid = os.getpid()
         self.notifier = notify.Notifier.from_environ()
+        self.proxybeat = proxybeat.ProxyBeat(settings, client, supervisor_pid=self.pid)
 
     # Signals: the handler only records; the loop acts -----------------------------------------
 
@@ -160,9 +162,11 @@ class Supervisor:
 
     def handle_usr1(self) -> None:
         self._forward(signal.SIGUSR1)
+        memory.snapshot_once(self.settings, "Supervisor")
 
     def handle_usr2(self) -> None:
         self._forward(signal.SIGUSR2)
+        memory.stop_tracing("Supervisor")
 
     def handle_chld(self) -> None:
         pass  # the loop reaps on every pass
@@ -387,6 +391,7 @@ class Supervisor:
         while True:
             self.handle_signals()
             self.reap_workers()
+            self.proxybeat.tick(self.workers.values())  # beats for GIL-bound workers
             if self.state is State.RUNNING:
                 self.murder_workers()
                 self.manage_workers()

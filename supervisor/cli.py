@@ -205,9 +205,7 @@ def status(obj: dict[str, Any], task_id: str, as_json: bool) -> None:
     except TaskNotFound:
         raise Failure(f"task {task_id} not found", ExitCode.NOT_FOUND) from None
     rec.pop("task", None) if not as_json else None
-    if rec["status"] == "queued":
-        rec["ahead"] = client.ahead(task_id)
-        rec["consumed"] = inspect.queue_has_live_consumer(client, rec["queue"])
+    inspect.annotate(client, rec)
     if as_json:
         emit_json(rec)
         return
@@ -219,8 +217,8 @@ def status(obj: dict[str, Any], task_id: str, as_json: bool) -> None:
             if name.endswith("_at"):
                 value = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
             click.echo(f"{name:>17}: {value}")
-    if rec.get("consumed") is False:
-        click.echo(f"{'':>17}  no live executor consumes queue {rec['queue']}")
+    if rec.get("warning"):
+        click.echo(f"{'warning':>17}: {rec['warning']}")
     if rec.get("progress_msg"):
         click.echo("         progress:\n" + "\n".join(
             "    " + line for line in rec["progress_msg"].strip().splitlines()[-10:]))
@@ -283,15 +281,16 @@ def executors(obj: dict[str, Any], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @common
 def queues(obj: dict[str, Any], queues: tuple[str, ...], as_json: bool) -> None:
-    """Show each queue stream: length, lag, pending, consumers, dead letters."""
+    """Show each queue stream: length, lag, pending, consumers (live ones), oldest pending age,
+    dead letters."""
     rows = inspect.queues(producer(obj), list(queues) or None)
     if as_json:
         emit_json(rows)
         return
     tables.print_table(rows, [
         ("stream", "STREAM"), ("length", "LENGTH"), ("lag", "LAG"), ("pending", "PENDING"),
-        ("consumers", "CONSUMERS"), ("oldest_pending_s", "OLDEST PENDING S"), ("dead", "DEAD"),
-        ("error", "ERROR")])
+        ("consumers", "CONSUMERS"), ("live_consumers", "LIVE"),
+        ("oldest_pending_s", "OLDEST PENDING S"), ("dead", "DEAD"), ("error", "ERROR")])
 
 
 @cli.command()
@@ -380,7 +379,22 @@ def dead_purge(obj: dict[str, Any], queues: tuple[str, ...]) -> None:
     click.echo(f"purged {count} dead letter(s)")
 
 
+# `taskexec memory` lives in its own module; it needs the helpers above.
+from supervisor.memorycli import memory  # noqa: E402
+
+cli.add_command(memory)
+
+
 def main() -> None:
+    from workers.redisconn import TRANSIENT_ERRORS
+
     logging.captureWarnings(True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    cli(prog_name="taskexec")
+    try:
+        cli(prog_name="taskexec")
+    except TRANSIENT_ERRORS as exc:
+        # Redis went away (or turned read-only) in the middle of a command: one line, exit 5,
+        # whichever command it was.
+        text = " ".join(str(exc).split())
+        click.echo(f"taskexec: Redis unavailable: {type(exc).__name__}: {text}", err=True)
+        sys.exit(int(ExitCode.REDIS_UNAVAILABLE))

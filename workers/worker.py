@@ -27,6 +27,7 @@ from workers.executor import BoundedExecutor
 from workers.handlers import Handler, load_handlers
 from workers.heartbeat import Heartbeat
 from workers.keys import Keys
+from workers.memory import MemoryDebugger
 from workers.redisconn import TRANSIENT_ERRORS, connect
 from workers.store import Completion, TaskStore
 from workers.takeover import Takeover
@@ -71,6 +72,7 @@ class Worker:
         self.supervisor_pid = supervisor_pid
         self.predecessors = list(predecessors or [])
         self.liveness_fd = liveness_fd
+        self.memory = MemoryDebugger.from_settings(settings, f"Worker {slot}")
         self.keys = Keys.from_settings(settings.keys)
         self.streams = [s for q in settings.queue.names
                         for s in self.keys.streams(q, settings.queue.priorities)]
@@ -94,8 +96,9 @@ class Worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGQUIT, self._on_stop)
-        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2):
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(sig, signal.SIG_IGN)
+        self.memory.install()  # USR1: snapshot, USR2: stop tracing (workers/memory.py)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
     def _on_stop(self, signum: int, frame: object) -> None:
@@ -107,6 +110,7 @@ class Worker:
     def boot(self) -> None:
         """Connect, create the groups and load the handlers; raises when the worker cannot run."""
         self.pid = os.getpid()
+        self.memory.start()
         self.consumer = consumer_name(self.host_id, self.slot, self.pid)
         self.boot_at = datetime.now().isoformat(timespec="seconds")
         self.ip_address = _ip_address()
@@ -135,7 +139,8 @@ class Worker:
         self.heartbeat = Heartbeat(
             self.broker, key=self.consumer, registry=self.keys.registry,
             interval_s=s.heartbeat.interval_s, retention_s=s.heartbeat.retention_s,
-            snapshot=self.snapshot, leases=self.leases, after_beat=self.cleanup.maybe_run)
+            snapshot=self.snapshot, leases=self.leases, after_beat=self.cleanup.maybe_run,
+            client=connect(s, name=f"{self.consumer}_heartbeat", max_connections=1))
         self.heartbeat.beat()
         self.heartbeat.start()
         threading.Thread(target=self._complete_loop, name="completer", daemon=True).start()
@@ -446,6 +451,7 @@ class Worker:
             "current": current, "host": self.host_id, "slot": self.slot,
             "supervisor_pid": self.supervisor_pid, "threads": self.executor.threads,
             "busy": self.executor.busy, "rss_bytes": rss, "version": workers.__version__,
+            "queues": list(self.settings.queue.names),
         }
 
     def _group_counts(self) -> tuple[int, int]:
