@@ -15,10 +15,10 @@ import uuid
 import redis
 
 from workers import scripts
-from workers.backoff import Throttle
 from workers.broker import Broker, _s
 from workers.keys import Keys
 from workers.takeover import heartbeat_ages
+from workers.witness import Witness
 
 log = logging.getLogger("taskexec.cleanup")
 
@@ -64,7 +64,7 @@ class Cleanup:
         self.lock = CleanupLock(self.client, keys.cleanup_lock, broker.consumer, lock_ttl_s)
         self.passes = 0
         self._next = 0.0
-        self._throttle = Throttle(60.0)
+        self.witness = Witness(self.client, broker.consumer, timeout_s)
 
     def maybe_run(self) -> bool:
         """Run a pass if this worker's turn came and it wins the lock; True if it ran."""
@@ -104,14 +104,15 @@ class Cleanup:
         that hold no message; those holding messages are left to the takeover."""
         try:
             names = sorted(_s(n) for n in self.client.smembers(self.keys.registry))
-        except redis.ResponseError as exc:
-            if self._throttle.ready("registry"):
-                log.error("Cannot read %s: %s (expected a set).", self.keys.registry, exc)
-            return 0
+        except redis.ResponseError:
+            return 0  # the heartbeat reports a registry of the wrong type, once a minute
         names = [n for n in names if n != self.broker.consumer][:MAX_EXECUTORS_PER_PASS]
         if not names:
             return 0
         ages = self._ages(names)
+        stale = [n for n, age in ages.items() if age is None or not 0 <= age <= self.timeout_s]
+        if stale and not self.witness.reliable():
+            return 0  # every heartbeat looks old after our own break; judge once it is over
         removed = 0
         for name, age in ages.items():
             if age is not None and 0 <= age <= self.timeout_s:

@@ -31,6 +31,7 @@ class TaskContext:
         self._cancelled = False
         self._expired = ""  # why the worker asked this run to stop (its time limit)
         self._unsent: list[str] = []
+        self.last_progress: float | None = None  # for the heartbeat's `current`
 
     def progress(self, value: float | None = None, message: object = "") -> None:
         """Record progress (0..1, never backwards) and a log line; raise if cancelled.
@@ -40,6 +41,8 @@ class TaskContext:
         """
         line = jsonsafe.text(message, 500)
         lines = self._unsent + ([line] if line else [])
+        if value is not None:
+            self.last_progress = max(self.last_progress or 0.0, float(value))
         try:
             reply = self._store.progress(self.task_id, value, "\n".join(lines))
         except TRANSIENT_ERRORS:

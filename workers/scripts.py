@@ -218,7 +218,9 @@ for i = 3, #ARGV do
   if p[1] then owned[#owned + 1] = ARGV[i] else gone[#gone + 1] = ARGV[i] end
 end
 if #owned > 0 then
-  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(owned), 'JUSTID')
+  -- unpack() spreads only as the last argument, so JUSTID goes into the table first.
+  owned[#owned + 1] = 'JUSTID'
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(owned))
 end
 return gone
 """

@@ -88,7 +88,7 @@ class TaskStore:
         fields = {
             "id": task["id"], "task_type": task["task_type"], "queue": task["queue"],
             "priority": task["priority"], "status": "queued", "progress": "0",
-            "progress_msg": log_line("Task queued."), "retry_count": "0", "created_at": now,
+            "progress_msg": log_line("Task queued.") + "\n", "retry_count": "0", "created_at": now,
             "begin_at": "", "finished_at": "", "process_duration": "", "consumer": "",
             "task": message, "result": "", "error": "",
         }

@@ -23,6 +23,7 @@ def test_s7_renewals_never_count_as_deliveries(harness, redis_server):
     client = harness.client()
     ids = client.submit_many("count", [{"seconds": 2.5}] * 8)
     seen: dict[str, int] = {}
+    idle: list[int] = []
     stop = threading.Event()
 
     def watch():
@@ -31,6 +32,8 @@ def test_s7_renewals_never_count_as_deliveries(harness, redis_server):
                 for row in rows:
                     mid = row["message_id"].decode()
                     seen[mid] = max(seen.get(mid, 0), row["times_delivered"])
+                    if len(rows) == 4:  # every held lease is renewed, not only the first
+                        idle.append(row["time_since_delivered"])
             stop.wait(0.1)
 
     watcher = threading.Thread(target=watch)
@@ -38,6 +41,7 @@ def test_s7_renewals_never_count_as_deliveries(harness, redis_server):
     first = ids[:4]
     poll(lambda: statuses(r, first) == ["done"] * 4, 20, 0.1, "first four done")
     before_kill = dict(seen)
+    assert idle and max(idle) < 3 * 500, max(idle)
     assert before_kill and set(before_kill.values()) == {1}
     second = ids[4:]
     poll(lambda: statuses(r, second) == ["running"] * 4, 10, message="second four running")

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.timeout(120)
 def _big_document(path, mb=40):
     line = "Chunking splits a document at sentence ends and merges pieces up to a limit. "
     with path.open("w") as fh:
-        for i in range(mb * 1024 * 1024 // (len(line) * 50)):
+        for _ in range(mb * 1024 * 1024 // (len(line) * 50)):
             fh.write(line * 50 + "\n")
 
 
