@@ -229,8 +229,16 @@ class Bench:
                 groups = self.r.xinfo_groups(STREAM)
             except redis.ResponseError:
                 return False
-            g = next((g for g in groups if g["name"] == GROUP.encode()), None)
-            return bool(g) and int(g["entries-read"] or 0) >= n and int(g["pending"]) == 0
+            g = next((g for g in groups if g.get("name") == GROUP.encode()), None)
+            if not g or int(g["pending"]) != 0:
+                return False
+            if "entries-read" in g:
+                return int(g["entries-read"] or 0) >= n
+            # Redis before 7 does not count reads: the group must have reached the last entry
+            # (the bench's streams hold exactly its n tasks).
+            self.polls += 1
+            last = self.r.xrevrange(STREAM, count=1)
+            return bool(last) and last[0][0] == g["last-delivered-id"]
 
         poll(done, timeout_s, interval_s, f"{n} tasks done")
 
@@ -346,55 +354,3 @@ def _rss_mb(pid: int) -> float:
     except psutil.Error:
         return float("nan")
 
-
-def redis_stats(r: redis.Redis) -> dict[str, Any]:
-    """The server counters the bench compares before and after a run, in one round trip."""
-    info = r.info("everything")
-    calls = {k[len("cmdstat_"):]: (int(v["calls"]), float(v["usec"]))
-             for k, v in info.items() if k.startswith("cmdstat_")}
-    return {"reads": int(info["total_reads_processed"]),
-            "commands": int(info["total_commands_processed"]),
-            "cpu_s": float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
-            "calls": calls}
-
-
-def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    calls = {}
-    for name, (n, usec) in after["calls"].items():
-        n0, usec0 = before["calls"].get(name, (0, 0.0))
-        if n > n0:
-            calls[name] = (n - n0, usec - usec0)
-    return {"reads": after["reads"] - before["reads"],
-            "commands": after["commands"] - before["commands"],
-            "cpu_s": after["cpu_s"] - before["cpu_s"], "calls": calls}
-
-
-class CpuWatch:
-    """CPU used on this machine by processes that are not the bench's, over one interval.
-
-    The bench's own share is its process and its reaped descendants (os.times: a supervisor's
-    reaped workers count in its children times) plus the long-lived redis-server.
-    """
-
-    def __init__(self, redis_pid: int) -> None:
-        self.redis_pid = redis_pid
-
-    def _now(self) -> tuple[float, float, float]:
-        t = psutil.cpu_times()
-        busy = sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) \
-            - getattr(t, "guest_nice", 0.0)
-        own = sum(os.times()[:4])
-        try:
-            r = psutil.Process(self.redis_pid).cpu_times()
-            own += r.user + r.system
-        except psutil.Error:
-            pass
-        return time.monotonic(), busy, own
-
-    def start(self) -> None:
-        self._start = self._now()
-
-    def foreign_cores(self) -> float:
-        """Mean number of cores busy with other processes since start()."""
-        (t0, busy0, own0), (t1, busy1, own1) = self._start, self._now()
-        return max(0.0, (busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-6)

@@ -37,12 +37,23 @@ def thread_group(name: str) -> str:
     return "task threads" if name.startswith("task-") else name or "?"
 
 
+# Frames every sample of a thread has (the CLI, the fork, thread start-up): not informative.
+_CHAIN_FILES = ("click/", "runpy", "supervisor/", "__main__.py")
+_CHAIN_FUNCTIONS = ("Thread._bootstrap", "Thread._bootstrap_inner", "Thread.run", "Worker.run")
+
+
 def frame_name(frame: str) -> str:
-    """`fn (path/file.py:12)` -> `fn (file.py)`: lines of one function are summed."""
+    """`fn (/a/b/file.py:12)` -> `fn (b/file.py)`: lines of one function are summed."""
     m = _LINE.search(frame)
     if not m:
         return frame
-    return f"{frame[:m.start()]} ({Path(m.group(1)).name})"
+    path = Path(m.group(1))
+    return f"{frame[:m.start()]} ({path.parent.name}/{path.name})"
+
+
+def chain(frame: str) -> bool:
+    fn, _, where = frame.partition(" (")
+    return fn in _CHAIN_FUNCTIONS or any(c in where for c in _CHAIN_FILES)
 
 
 def sampled_drain(bench: Bench, n: int, out: Path, gil: bool) -> float:
@@ -100,7 +111,8 @@ def summarise(samples: list[tuple[str, list[str], int]], ticks: float
         if frames:
             own[frames[-1]] += count
         for f in set(frames):
-            inclusive[f] += count
+            if not chain(f):
+                inclusive[f] += count
     return {
         "samples": total,
         "groups": {g: c / ticks for g, c in groups.most_common()},
@@ -124,12 +136,16 @@ def profile(bench: Bench, n: int) -> dict[str, Any]:
 def text(prof: dict[str, Any]) -> str:
     """The profile as the bench prints it."""
     act, gil = prof["active"], prof["gil"]
+    per_worker = gil["rate"] / 2  # tasks per second of one of the 2 workers
     lines = [f"Profile of the noop drain (py-spy, {RATE}/s per worker; drains at "
              f"{act['rate']:,.0f} and {gil['rate']:,.0f} tasks/s while sampled)",
-             f"{'thread group (share of one worker wall time)':<52}{'active':>9}{'holds GIL':>11}"]
+             f"{'thread group (share of one worker wall time)':<48}{'active':>9}{'holds GIL':>11}"
+             f"{'GIL us/task':>13}"]
     for g in sorted(set(act["groups"]) | set(gil["groups"]),
                     key=lambda g: -act["groups"].get(g, 0)):
-        lines.append(f"{g:<52}{act['groups'].get(g, 0):>9.1%}{gil['groups'].get(g, 0):>11.1%}")
+        held = gil["groups"].get(g, 0)
+        lines.append(f"{g:<48}{act['groups'].get(g, 0):>9.1%}{held:>11.1%}"
+                     f"{held / per_worker * 1e6:>13.1f}")
     lines += ["", f"{'self time while holding the GIL (top 20)':<80}{'share':>8}"]
     lines += [f"{f[:80]:<80}{s:>8.1%}" for f, s in gil["self"][:20]]
     lines += ["", f"{'inclusive time while holding the GIL (top 30)':<80}{'share':>8}"]

@@ -1,7 +1,7 @@
 """The benchmark's command line: run the scenarios, repeat them, print the figures.
 
     python -m tests.bench [--quick] [--only noop,ref,io,cpu,latency,crash,memory]
-                          [--repeat N] [--json FILE] [--tcp] [--profile] [--keep]
+                          [--repeat N] [--json FILE] [--tcp] [--profile] [--calm S] [--keep]
 
 Exit status: 0 every target measured passed, 1 some target failed, 2 usage, 3 the bench could
 not measure (a deadline passed, a process died), 130 interrupted.
@@ -23,7 +23,8 @@ import time
 from typing import Any
 
 from tests.bench import crash, latency, profiling, reference, report, throughput
-from tests.bench.env import ROOT, Bench, BenchError, CpuWatch
+from tests.bench.counters import CpuWatch
+from tests.bench.env import ROOT, Bench, BenchError
 from tests.bench.handlers import calibrate
 
 SCENARIOS = ("noop", "ref", "io", "cpu", "latency", "crash", "memory")
@@ -45,6 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Redis on a free TCP port of 127.0.0.1 instead of a unix socket")
     p.add_argument("--profile", action="store_true",
                    help="also sample the workers with py-spy during a noop drain")
+    p.add_argument("--calm", type=float, default=None, metavar="S",
+                   help="before each scenario wait up to S seconds for other processes to "
+                        "leave the CPUs (default 20; quick: 0)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     args = p.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -113,6 +117,8 @@ def measure_all(bench: Bench, args: argparse.Namespace, sizes: dict[str, Any], r
     watch = CpuWatch(bench.server.pid)
     for i in range(repeat):
         for name in args.only:
+            if args.calm:
+                watch.wait_quiet(args.calm)
             started = time.monotonic()
             watch.start()
             sample = run_scenario(name, bench, sizes)
@@ -158,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = dict(QUICK if args.quick else FULL)
     repeat = args.repeat or (1 if args.quick else 3)
+    if args.calm is None:
+        args.calm = 0.0 if args.quick else 20.0
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     try:

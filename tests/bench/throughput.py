@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from tests.bench.env import Bench, BenchError, redis_stats, stats_delta
+from tests.bench.counters import redis_stats, stats_delta
+from tests.bench.env import Bench, BenchError
 
 IO_SLEEP_S = 0.01
 
