@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 from workers import scripts
+from workers.redisconn import raise_if_transient
 
 
 @dataclass
@@ -65,6 +66,8 @@ class Broker:
         for item in out:
             stream, kind = _s(item[0]), _s(item[1])
             if kind == "error":
+                # A demoted primary or a loading server is an outage, not a broken stream.
+                raise_if_transient(_s(item[2]), self.client)
                 result.errors[stream] = _s(item[2])
                 continue
             for entry_id, flat in item[2]:

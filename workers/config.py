@@ -260,6 +260,12 @@ def _check_combinations(layers: _Layers) -> None:
         raise layers.error(
             ("redis.url", "redis.host"), "set either redis.url or RAGFlow's redis.host, not both"
         )
+    if v["redis.sentinel"] and (v["redis.url"] or v["redis.host"]):
+        other = "redis.url" if v["redis.url"] else "redis.host"
+        raise layers.error(
+            ("redis.sentinel", other), f"set either redis.sentinel or {other}, not both (the"
+            " sentinels name the primary)",
+        )
     timeout, block = v["redis.socket_timeout_s"], v["queue.block_s"]
     if timeout < block + 1:
         raise layers.error(

@@ -32,8 +32,9 @@ class Heartbeat(threading.Thread):
                  retention_s: float, snapshot: Callable[[], dict[str, Any]],
                  leases: Callable[[], dict[str, list[str]]],
                  after_beat: Callable[[], object] | None = None,
-                 client: redis.Redis | None = None) -> None:
+                 client: redis.Redis | None = None, outage: Any = None) -> None:
         super().__init__(name="heartbeat", daemon=True)
+        self.outage = outage  # the process's Outage duty (workers/outage.py): one warning each
         if client is not None:
             broker = Broker(client, None, group=broker.group, consumer=broker.consumer)
         self.broker = broker
@@ -66,7 +67,9 @@ class Heartbeat(threading.Thread):
                 try:
                     self._beat_once()
                 except TRANSIENT_ERRORS as exc:
-                    if self.failures:
+                    # A timeout is a hung server, not a broken connection: a new one would only
+                    # wait a second socket timeout before the outage is noticed.
+                    if self.failures or isinstance(exc, redis.TimeoutError):
                         raise
                     self._beat_once()  # the pool replaces a connection that broke
                     log.warning("Heartbeat connection of %s broke (%s: %s); the beat went "
@@ -74,7 +77,9 @@ class Heartbeat(threading.Thread):
                                 type(exc).__name__, exc)
             except TRANSIENT_ERRORS as exc:
                 self.failures += 1
-                if self.failures == 1:
+                if self.outage is not None:
+                    self.outage.failed(exc)
+                elif self.failures == 1:
                     log.warning("Heartbeats of %s fail, Redis unavailable: %s; they go on "
                                 "trying.", self.broker.consumer, exc)
             except Exception as exc:  # a heartbeat must never end its thread
@@ -98,13 +103,16 @@ class Heartbeat(threading.Thread):
             log.info("Heartbeats reach Redis again after %d failed.", self.failures)
         self.failures = 0
         self.beats += 1
+        if self.outage is not None:
+            self.outage.succeeded()
 
     def run(self) -> None:
         # The first beat was sent at boot; from here on, one per interval on a fixed grid.
         next_at = time.monotonic() + self.interval_s
         while not self._stop_event.wait(max(0.0, next_at - time.monotonic())):
             self.beat()
-            if self.after_beat is not None:
+            # No clean-up pass while beats fail: Redis is away, one warning of it is enough.
+            if self.after_beat is not None and not self.failures:
                 self._after_beat()
             now = time.monotonic()
             next_at += self.interval_s

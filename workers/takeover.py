@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import redis
 
 from workers.broker import Broker, Message, _s
+from workers.witness import Witness
 
 log = logging.getLogger("taskexec.takeover")
 
@@ -68,6 +69,7 @@ class Takeover:
         self.running_ids = running_ids
         self.orphans: list[Orphan] = []
         self._next_scan = 0.0
+        self.witness = Witness(broker.client, broker.consumer, timeout_s)
 
     def add_predecessor(self, consumer: str, death: str) -> None:
         for stream in self.streams:
@@ -91,6 +93,8 @@ class Takeover:
                 if int(c["pending"]) and name != self.broker.consumer and \
                         (name, stream) not in known:
                     candidates.setdefault(name, []).append(stream)
+        if candidates and not self._may_judge(candidates):
+            candidates = {}
         if candidates:
             ages = heartbeat_ages(self.broker.client, list(candidates))
             for name, streams in candidates.items():
@@ -103,6 +107,15 @@ class Takeover:
                         self.orphans.append(Orphan(name, stream, int(self.timeout_s * 1000),
                                                    f"consumer {name} died ({death})"))
         self.orphans.append(Orphan(self.broker.consumer, "", self.own_idle_ms))
+
+    def _may_judge(self, candidates: dict[str, list[str]]) -> bool:
+        """False right after this worker's own heartbeats had a break (workers/witness.py)."""
+        if self.witness.reliable():
+            return True
+        log.info("Not judging %s by heartbeat age yet: this worker's own heartbeats had a "
+                 "break of %.1f s or more within the last %g s (Redis frozen, paused or away).",
+                 ", ".join(sorted(candidates)), self.witness.widest_gap_s, self.timeout_s)
+        return False
 
     def claim(self, free: int) -> list[Message]:
         """Claim up to `free` orphaned messages, oldest source first."""
