@@ -17,7 +17,8 @@ def _wipe_and_recover(harness, r, wipe):
     client = harness.client()
     ids = client.submit_many("sleep", [{"seconds": 0.2}] * 50)
     poll(lambda: statuses(r, ids).count("done") >= 30, 30, 0.05, "30 done")
-    queued = next(t for t, s in zip(ids, statuses(r, ids), strict=True) if s == "queued")
+    # A task no worker consumes stays queued until the wipe, however fast the others run.
+    queued = client.submit("noop", queue="nobody")
     waiter = harness.start("wait", queued, "--timeout", "60")
     name = f"taskexec_client_{waiter.pid}".encode()
     poll(lambda: any(c.get("name") == name.decode() for c in r.client_list()), 10,
@@ -32,6 +33,7 @@ def _wipe_and_recover(harness, r, wipe):
     poll(lambda: len(heartbeats(r)) == 2, 2 * 1 + 1, 0.1, "both consumers back in TASKEXE")
     time.sleep(1.5)  # ok: let running tasks of the wipe finish, then check nothing came back
     assert statuses(r, ids).count("missing") == 50, "finished tasks did not recreate records"
+    assert statuses(r, [queued]) == ["missing"]
     return r
 
 
