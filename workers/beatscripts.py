@@ -25,17 +25,33 @@ redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])))
 """
 
 _REGISTER = """
-local registered = pcall(redis.call, 'SADD', KEYS[2], ARGV[3])
+local registered, failure = pcall(redis.call, 'SADD', KEYS[2], ARGV[3])
 if not registered then
-  return {tostring(now), KEYS[2], redis.call('TYPE', KEYS[2])['ok']}
+  local kind = redis.call('TYPE', KEYS[2])['ok']
+  if kind == 'set' or kind == 'none' then return redis.error_reply(_why(failure)) end
+  return {tostring(now), KEYS[2], kind}
 end
 """
 
-BEAT = """
+# A write that failed on a key of the right type failed for another reason (READONLY on a demoted
+# primary, OOM): the script fails with that error, so the caller sees an outage, not a bad key.
+_WHY = """
+local function _why(failure)
+  local text = tostring(failure)
+  if type(failure) == 'table' and failure['err'] then text = failure['err'] end
+  -- Redis 6 wraps the error of a pcall: '=[C]: -1: -READONLY You can't ...'.
+  return string.match(text, '%-(%u%u+ .*)$') or text
+end
+"""
+
+BEAT = _WHY + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-if not pcall(redis.call, 'ZADD', KEYS[1], now, ARGV[1]) then
-  return {tostring(now), KEYS[1], redis.call('TYPE', KEYS[1])['ok']}
+local added, failure = pcall(redis.call, 'ZADD', KEYS[1], now, ARGV[1])
+if not added then
+  local kind = redis.call('TYPE', KEYS[1])['ok']
+  if kind == 'zset' or kind == 'none' then return redis.error_reply(_why(failure)) end
+  return {tostring(now), KEYS[1], kind}
 end
 """ + _TRIM + _REGISTER + """
 return {tostring(now), '', ''}

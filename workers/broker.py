@@ -86,7 +86,11 @@ class Broker:
         if not last_ids or self.blocking is None:
             time.sleep(min(block_s, 0.1))
             return False
-        reply = self.blocking.xread(last_ids, count=1, block=max(1, int(block_s * 1000)))
+        try:
+            reply = self.blocking.xread(last_ids, count=1, block=max(1, int(block_s * 1000)))
+        except redis.ResponseError as exc:
+            raise_if_transient(str(exc))  # UNBLOCKED: the server turned replica under the read
+            raise
         return bool(reply)
 
     def pending_ids(self, stream: str, consumer: str, count: int, min_idle_ms: int = 0

@@ -8,6 +8,7 @@ connections are split within `redis.max_connections` (see connect_worker).
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +36,20 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 
-# The same conditions when a script reports them as text (an error caught by pcall in Lua).
+# The same conditions when a script reports them as text (an error caught by pcall in Lua), or
+# a reply redis-py does not know (UNBLOCKED).
 _TRANSIENT_REPLIES: dict[str, type[redis.RedisError]] = {
     "READONLY": redis.exceptions.ReadOnlyError,
     "LOADING": redis.exceptions.BusyLoadingError,
     "MASTERDOWN": redis.exceptions.MasterDownError,
     "TRYAGAIN": redis.exceptions.TryAgainError,
+    # A blocking read cut short because the server changed role (primary -> replica).
+    "UNBLOCKED": redis.ConnectionError,
 }
+
+# The error code of such a text: its first word, or (Redis 6 wraps errors caught by pcall:
+# '=[C]: -1: -READONLY You can't ...') the word after ' -'.
+_ERROR_CODE = re.compile(r"(?:^|\s-)([A-Z]+) ")
 
 # Idle pool connections are checked with a PING before use after this long; a connection the
 # server closed is noticed earlier still, when the pool hands it out (redis-py looks for EOF).
@@ -82,7 +90,8 @@ def raise_if_transient(text: str, client: redis.Redis | None = None) -> None:
     plain command does on a Sentinel connection: the next connection asks again where the
     primary is, instead of reusing one that still points at the demoted server.
     """
-    cls = _TRANSIENT_REPLIES.get(text.split(" ", 1)[0])
+    found = _ERROR_CODE.search(text)
+    cls = _TRANSIENT_REPLIES.get(found.group(1)) if found else None
     if cls is None:
         return
     if cls is redis.exceptions.ReadOnlyError and client is not None:

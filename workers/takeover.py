@@ -93,28 +93,29 @@ class Takeover:
                 if int(c["pending"]) and name != self.broker.consumer and \
                         (name, stream) not in known:
                     candidates.setdefault(name, []).append(stream)
-        if candidates and not self._may_judge(candidates):
-            candidates = {}
         if candidates:
             ages = heartbeat_ages(self.broker.client, list(candidates))
-            for name, streams in candidates.items():
-                age = ages[name]
-                if age is None or age > self.timeout_s:
-                    death = "no heartbeat" if age is None else f"last heartbeat {age:.0f} s ago"
-                    log.info("Consumer %s looks dead (%s); taking over its messages on %s.",
-                             name, death, ", ".join(streams))
-                    for stream in streams:
-                        self.orphans.append(Orphan(name, stream, int(self.timeout_s * 1000),
-                                                   f"consumer {name} died ({death})"))
+            old = [n for n in candidates if ages[n] is None or ages[n] > self.timeout_s]
+            if old and not self._may_judge(old):
+                old = []
+            for name in old:
+                streams, age = candidates[name], ages[name]
+                death = "no heartbeat" if age is None else f"last heartbeat {age:.0f} s ago"
+                log.info("Consumer %s looks dead (%s); taking over its messages on %s.",
+                         name, death, ", ".join(streams))
+                for stream in streams:
+                    self.orphans.append(Orphan(name, stream, int(self.timeout_s * 1000),
+                                               f"consumer {name} died ({death})"))
         self.orphans.append(Orphan(self.broker.consumer, "", self.own_idle_ms))
 
-    def _may_judge(self, candidates: dict[str, list[str]]) -> bool:
+    def _may_judge(self, names: list[str]) -> bool:
         """False right after this worker's own heartbeats had a break (workers/witness.py)."""
         if self.witness.reliable():
             return True
-        log.info("Not judging %s by heartbeat age yet: this worker's own heartbeats had a "
-                 "break of %.1f s or more within the last %g s (Redis frozen, paused or away).",
-                 ", ".join(sorted(candidates)), self.witness.widest_gap_s, self.timeout_s)
+        log.info("Not judging %s by heartbeat age yet: this worker's own heartbeats do not "
+                 "cover the last %g s (a gap of %.1f s: Redis frozen, paused or away, or this "
+                 "worker is new).", ", ".join(sorted(names)), self.timeout_s,
+                 self.witness.widest_gap_s)
         return False
 
     def claim(self, free: int) -> list[Message]:
