@@ -138,6 +138,11 @@ class TcpServer:
     def client(self, **kw: Any) -> redis.Redis:
         return redis.Redis("127.0.0.1", self.port, **kw)
 
+    def rejoin_as_replica_of(self, port: int) -> TcpServer:
+        """Start again (same folder and port) as a replica, as the sentinels would make it."""
+        self.conf_path.write_text(self.conf_path.read_text() + f"replicaof 127.0.0.1 {port}\n")
+        return self.start()
+
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
@@ -150,14 +155,24 @@ class SentinelSet:
     def __init__(self, folder: Path, master: str = "taskexec", down_after_ms: int = 1000):
         self.master = master
         self.down_after_ms = down_after_ms
-        self.primary = TcpServer(folder / "primary", "appendonly yes\n")
+        # No 5 s wait before a full sync (the default delay for diskless syncs).
+        sync = "repl-diskless-sync-delay 0\n"
+        self.primary = TcpServer(folder / "primary", "appendonly yes\n" + sync)
         self.replica = TcpServer(folder / "replica",
-                                 f"appendonly yes\nreplicaof 127.0.0.1 {self.primary.port}\n")
+                                 f"appendonly yes\n{sync}replicaof 127.0.0.1 {self.primary.port}\n")
         monitor = (f"sentinel monitor {master} 127.0.0.1 {self.primary.port} 2\n"
                    f"sentinel down-after-milliseconds {master} {down_after_ms}\n"
-                   f"sentinel failover-timeout {master} 10000\n")
+                   f"sentinel failover-timeout {master} 10000\n"
+                   f"sentinel known-replica {master} 127.0.0.1 {self.replica.port}\n")
         self.sentinels = [TcpServer(folder / f"sentinel{i}", monitor, sentinel=True)
                           for i in range(3)]
+        # Each sentinel knows the others from the start (as sentinels write it into their
+        # files), instead of finding them by hello messages every 2 s.
+        ids = [f"{i + 1:040x}" for i in range(3)]
+        for i, s in enumerate(self.sentinels):
+            peers = "".join(f"sentinel known-sentinel {master} 127.0.0.1 {p.port} {ids[j]}\n"
+                            for j, p in enumerate(self.sentinels) if j != i)
+            s.conf_path.write_text(s.conf_path.read_text() + f"sentinel myid {ids[i]}\n{peers}")
 
     @property
     def nodes(self) -> list[str]:
@@ -189,6 +204,16 @@ class SentinelSet:
                 ports[int(addr[1])] += 1
         port, votes = ports.most_common(1)[0] if ports else (None, 0)
         return port if votes >= 2 else None
+
+    def manual_failover(self) -> bool:
+        """SENTINEL FAILOVER; False while the sentinels find no replica good enough yet."""
+        try:
+            return bool(self.sentinels[0].client().execute_command("SENTINEL", "FAILOVER",
+                                                                   self.master))
+        except redis.ResponseError as exc:
+            if "NOGOODSLAVE" in str(exc) or "INPROG" in str(exc):
+                return False
+            raise
 
     def stop(self) -> None:
         for server in (*self.sentinels, self.replica, self.primary):

@@ -17,10 +17,9 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
 
 from workers.config_schema import split_host
-from workers.redispool import CONNECTION_CLASSES, BlockingSentinelPool
+from workers.redispool import CONNECTION_CLASSES, BlockingSentinelPool, WatchedSentinel
 
 # Errors that mean "Redis is away for now": the loops back off and try again. READONLY (a
 # demoted primary) and MASTERDOWN (a replica that lost its primary) are outages like a dropped
@@ -148,7 +147,7 @@ def connection_kwargs(settings: Any, *, name: str, blocking_read: bool = False) 
     return kwargs
 
 
-def sentinel_manager(settings: Any) -> Sentinel | None:
+def sentinel_manager(settings: Any) -> WatchedSentinel | None:
     """The sentinels of `redis.sentinel`, or None without Sentinel; one per process is enough."""
     conf = settings.redis.sentinel
     if not conf:
@@ -158,11 +157,12 @@ def sentinel_manager(settings: Any) -> Sentinel | None:
                                        "retry": Retry(NoBackoff(), 0)}
     if conf.get("password"):
         sentinel_kwargs["password"] = conf["password"]
-    return Sentinel([split_host(n) for n in conf["nodes"]], sentinel_kwargs=sentinel_kwargs)
+    return WatchedSentinel([split_host(n) for n in conf["nodes"]],
+                           sentinel_kwargs=sentinel_kwargs)
 
 
 def connect(settings: Any, *, name: str, max_connections: int | None = None,
-            blocking_read: bool = False, sentinel: Sentinel | None = None) -> redis.Redis:
+            blocking_read: bool = False, sentinel: WatchedSentinel | None = None) -> redis.Redis:
     """A client whose connections are named `name` in CLIENT LIST.
 
     The pool blocks (up to the socket timeout) instead of failing when every connection is in
@@ -175,9 +175,11 @@ def connect(settings: Any, *, name: str, max_connections: int | None = None,
     wait_s = float(settings.redis.socket_timeout_s)
     if settings.redis.sentinel:
         manager = sentinel or sentinel_manager(settings)
-        pool: redis.ConnectionPool = BlockingSentinelPool(
+        sentinel_pool = BlockingSentinelPool(
             settings.redis.sentinel["master"], manager, max_connections=size, timeout=wait_s,
             **kwargs)
+        manager.watch(sentinel_pool)
+        pool: redis.ConnectionPool = sentinel_pool
     else:
         pool = redis.BlockingConnectionPool(max_connections=size, timeout=wait_s, **kwargs)
     pool.pid = os.getpid()

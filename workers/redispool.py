@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+import weakref
 from typing import Any
 
 import redis
-from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+
+log = logging.getLogger("taskexec.redis")
+
+# How often the sentinels are asked where the primary is, between reconnects.
+PRIMARY_CHECK_S = 2.0
 
 
 class _HealthChecked:
@@ -68,3 +76,50 @@ class BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool)
     def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
         kwargs.setdefault("connection_class", SentinelConnection)
         super().__init__(service_name, sentinel_manager, **kwargs)
+
+    def check_primary(self) -> tuple[Any, Any] | None:
+        """Ask the sentinels where the primary is; after a switch, idle connections to the old
+        one are closed at once and busy ones when they come back (owns_connection).
+
+        Returns (old address, new address) when it moved, else None.
+        """
+        before = self.master_address
+        after = self.get_master_address()
+        return (before, after) if before is not None and after != before else None
+
+
+class WatchedSentinel(Sentinel):
+    """Sentinels whose pools check the primary every PRIMARY_CHECK_S on a thread of their own.
+
+    A pool otherwise asks only when it opens a connection, and a primary demoted by a manual
+    failover keeps its clients (and takes their writes) until the sentinels reconfigure it,
+    which can take 10 s. The thread starts with the first pool, in the process that uses it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pools: weakref.WeakSet[BlockingSentinelPool] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def watch(self, pool: BlockingSentinelPool) -> None:
+        with self._lock:
+            self._pools.add(pool)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sentinel-watch",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(PRIMARY_CHECK_S)  # a fixed pace; the thread lives as long as the process
+            moves = set()
+            for pool in list(self._pools):
+                try:
+                    moves.add((pool.service_name, pool.check_primary()))
+                except (redis.ConnectionError, redis.TimeoutError, OSError):
+                    pass  # no sentinel answers: the connections' own errors tell the loops
+            for name, move in moves:
+                if move:
+                    log.info("Redis primary %s moved from %s:%s to %s:%s; connections follow.",
+                             name, *move[0], *move[1])
