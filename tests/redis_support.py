@@ -53,6 +53,16 @@ def restart(server: RedisServer, down_s: float = 0.0) -> redis.Redis:
     return server.client()
 
 
+def crash_restart(server: RedisServer, down_s: float = 0.0) -> redis.Redis:
+    """SIGKILL (what the AOF had not synced is lost), stay down `down_s`, start again."""
+    server.proc.kill()
+    server.proc.wait(10)
+    server.socket.unlink(missing_ok=True)
+    wait_until(time.monotonic() + down_s)
+    server.start()
+    return server.client()
+
+
 def safe(fn: Any, default: Any = None) -> Any:
     """fn(), or `default` while Redis is away (the test's own reads must not fail then)."""
     try:

@@ -210,12 +210,17 @@ return {out, lost}
 """
 
 # KEYS: stream. ARGV: group, consumer, entry ids... Resets the idle time of the entries this
-# consumer still owns (JUSTID: the delivery count stays); returns the ids it no longer owns.
+# consumer still owns (JUSTID: the delivery count stays); returns the ids another consumer
+# holds now (taken over), not those acknowledged meanwhile by this consumer's own completer.
 RENEW = """
 local owned, gone = {}, {}
 for i = 3, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
-  if p[1] then owned[#owned + 1] = ARGV[i] else gone[#gone + 1] = ARGV[i] end
+  if p[1] then
+    owned[#owned + 1] = ARGV[i]
+  elseif redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1] then
+    gone[#gone + 1] = ARGV[i]  -- another consumer's now; one no longer pending was just acked
+  end
 end
 if #owned > 0 then
   -- unpack() spreads only as the last argument, so JUSTID goes into the table first.
