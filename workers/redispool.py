@@ -9,7 +9,12 @@ import weakref
 from typing import Any
 
 import redis
-from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+)
 
 log = logging.getLogger("taskexec.redis")
 
@@ -101,6 +106,17 @@ class WatchedSentinel(Sentinel):
         self._pools: weakref.WeakSet[BlockingSentinelPool] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    def discover_master(self, service_name: str) -> Any:
+        try:
+            return super().discover_master(service_name)
+        except MasterNotFoundError:
+            # redis-py's message carries the repr of every sentinel client; name them instead.
+            asked = ", ".join(f"{s.connection_pool.connection_kwargs.get('host')}:"
+                              f"{s.connection_pool.connection_kwargs.get('port')}"
+                              for s in self.sentinels)
+            raise MasterNotFoundError(f"no sentinel names a healthy primary {service_name!r} "
+                                      f"(asked {asked})") from None
 
     def watch(self, pool: BlockingSentinelPool) -> None:
         with self._lock:
