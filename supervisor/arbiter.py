@@ -8,20 +8,21 @@ import os
 import queue
 import select
 import signal
-import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
-from setproctitle import setproctitle
 
-from supervisor import burst, notify, proxybeat
-from workers import memory
+from supervisor import burst, notify, proxybeat, restarts
+from supervisor.hostlock import HostLock
+from supervisor.restarts import Death, SlotState
+from supervisor.spawn import WorkerProc, describe_status, fork_worker, next_dead_child, reap
+from workers import memory, titles
+from workers.channel import Channel, WorkerState
 from workers.exitcodes import ExitCode
 from workers.keys import Keys
-from workers.logs import setup_logging
+from workers.redisconn import TRANSIENT_ERRORS
 from workers.takeover import held_task_ids
 from workers.worker import Predecessor, Worker, consumer_name
 
@@ -30,37 +31,16 @@ log = logging.getLogger("taskexec.supervisor")
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
            signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
 TICK_S = 0.25
-BACKOFF_BASE_S = 0.5
 QUICK_STOP_S = 3.0
+STOP_MARGIN_S = 1.0  # past executor.graceful_timeout_s before a stopping worker is killed
+ABORT_GRACE_S = 1.0  # between SIGABRT (stacks dumped) and SIGKILL for an unresponsive worker
+STATUS_EVERY_S = 1.0
 
 
 class State(enum.Enum):
     RUNNING = "running"
     DRAINING = "draining"
     QUICK = "quick stop"
-    HALTED = "halted"
-
-
-@dataclass
-class WorkerProc:
-    slot: int
-    pid: int
-    generation: int
-    consumer: str
-    liveness: Any  # the temporary file whose ctime the worker moves
-    spawned_at: float
-    born_ctime: float
-    booted: bool = False
-    stopping: bool = False
-    killed: bool = False
-    settings: Any = None
-
-
-@dataclass
-class SlotState:
-    failures: int = 0  # consecutive deaths of this slot without a successful boot
-    next_spawn_at: float = 0.0
-    predecessors: list[Predecessor] = field(default_factory=list)
 
 
 class Supervisor:
@@ -68,27 +48,38 @@ class Supervisor:
 
     def __init__(self, settings: Any, *, host_id: str, client: redis.Redis, burst: bool = False,
                  on_tick: Callable[[Supervisor], None] | None = None,
-                 reload: Callable[[], Any] | None = None) -> None:
+                 reload: Callable[[], Any] | None = None,
+                 notifier: notify.Notifier | None = None, host_lock: HostLock | None = None,
+                 leftovers: Iterable[tuple[int, Predecessor]] = ()) -> None:
         self.settings = settings
         self.host_id = host_id
         self.client = client
         self.burst = burst
         self.on_tick = on_tick
         self.reload = reload
+        self.host_lock = host_lock
         self.keys = Keys.from_settings(settings.keys)
         self.procs = settings.executor.procs
         self.state = State.RUNNING
         self.workers: dict[int, WorkerProc] = {}  # pid -> worker
         self.slots: dict[int, SlotState] = {}
+        self.known_children: dict[int, str] = {}  # other children (the embedded Redis), by pid
         self.generation = 0
-        self.boot_failures = 0
         self.exit_code = ExitCode.OK
-        self.stop_deadline = 0.0
+        self.quick_deadline = 0.0
         self.replacing: list[int] = []  # slots still to be replaced after a reload
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.pid = os.getpid()
-        self.notifier = notify.Notifier.from_environ()
+        self.notifier = notifier or notify.Notifier.from_environ()
         self.proxybeat = proxybeat.ProxyBeat(settings, client, supervisor_pid=self.pid)
+        self.ready_sent = False
+        self._status_at = 0.0
+        self._burst_at = 0.0
+        for slot, pred in leftovers:
+            self.slot(slot % self.procs).predecessors.append(pred)
+
+    def slot(self, n: int) -> SlotState:
+        return self.slots.setdefault(n, SlotState())
 
     # Signals: the handler only records; the loop acts -----------------------------------------
 
@@ -127,10 +118,7 @@ class Supervisor:
             getattr(self, "handle_" + name[3:].lower())()
 
     def handle_term(self) -> None:
-        if self.state is State.RUNNING:
-            self.begin_stop(graceful=True)
-        else:
-            self.begin_stop(graceful=False)
+        self.begin_stop(graceful=self.state is State.RUNNING)
 
     handle_int = handle_term
 
@@ -145,8 +133,9 @@ class Supervisor:
         except Exception as exc:  # a bad edit must not take a running service down
             log.error("Configuration not reloaded, keeping the running one: %s", exc)
             return
+        # Workers added or removed with TTIN/TTOU stay added or removed across a reload.
+        self.procs = max(1, new.executor.procs + self.procs - self.settings.executor.procs)
         self.settings = new
-        self.procs = new.executor.procs
         self.replacing = sorted({w.slot for w in self.workers.values() if not w.stopping})
         log.info("Configuration reloaded; replacing workers one at a time: slots %s.",
                  self.replacing)
@@ -179,55 +168,32 @@ class Supervisor:
 
     def spawn_worker(self, slot: int) -> None:
         self.generation += 1
-        state = self.slots.setdefault(slot, SlotState())
-        liveness = tempfile.TemporaryFile(prefix="taskexec-worker-")  # noqa: SIM115 (lives with the worker)
-        born = os.fstat(liveness.fileno()).st_ctime
+        state = self.slot(slot)
+        channel = Channel()
         worker = Worker(self.settings, slot=slot, host_id=self.host_id, supervisor_pid=self.pid,
-                        predecessors=list(state.predecessors), liveness_fd=liveness.fileno())
-        # Block the handled signals across fork so the child never runs our handlers.
-        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
-        try:
-            pid = os.fork()
-        except OSError:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
-            raise
-        if pid == 0:
-            self._child(worker)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+                        predecessors=list(state.predecessors), channel=channel)
+        # No Redis connection may cross the fork: the supervisor reconnects on its next call.
+        self.client.connection_pool.disconnect()
+        pid = fork_worker(worker, channel, handled=HANDLED,
+                          close_in_child=self._close_in_child)
         state.predecessors = []
+        state.handed = []
         self.workers[pid] = WorkerProc(slot, pid, self.generation,
-                                       consumer_name(self.host_id, slot, pid), liveness,
-                                       time.monotonic(), born, settings=self.settings)
+                                       consumer_name(self.host_id, slot, pid), channel,
+                                       time.monotonic(), self.settings)
         log.info("Spawned worker %d (pid %d, generation %d).", slot, pid, self.generation)
 
-    def _child(self, worker: Worker) -> None:
-        code = ExitCode.FAILED
-        try:
-            signal.set_wakeup_fd(-1)
-            os.close(self._pipe_r)
-            os.close(self._pipe_w)
-            for sig in HANDLED:
-                signal.signal(sig, signal.SIG_DFL)
-            worker._install_signals()
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
-            os.setpgid(0, 0)  # its own group, so processes a task started die with it
-            os.environ.pop("NOTIFY_SOCKET", None)
-            os.environ.pop("WATCHDOG_USEC", None)
-            os.environ.pop("WATCHDOG_PID", None)
-            setup_logging(worker.settings, f"worker-{worker.slot}")
-            setproctitle(f"taskexec: worker {worker.slot} [0/{worker.settings.executor.threads}]"
-                         f" {','.join(worker.settings.queue.names)}")
-            code = worker.run()
-        except BaseException as exc:
-            logging.getLogger("taskexec.worker").error(
-                "Worker %d (pid %d) could not run: %s: %s", worker.slot, os.getpid(),
-                type(exc).__name__, exc)
-            code = ExitCode.BOOT_FAILED
-        finally:
-            logging.shutdown()
-            os._exit(int(code))
+    def _close_in_child(self) -> None:
+        os.close(self._pipe_r)
+        os.close(self._pipe_w)
+        self.notifier.close()
+        for w in self.workers.values():
+            w.channel.close()
 
     def _kill(self, w: WorkerProc, sig: int, group: bool = False) -> None:
+        """Signal a live (not yet reaped) worker, or its whole process group."""
+        log.debug("Sending %s to %s %d (pid %d).", signal.Signals(sig).name,
+                  "the process group of worker" if group else "worker", w.slot, w.pid)
         try:
             if group:
                 os.killpg(w.pid, sig)
@@ -236,52 +202,66 @@ class Supervisor:
         except ProcessLookupError:
             pass
 
-    def stop_worker(self, w: WorkerProc) -> None:
+    def stop_worker(self, w: WorkerProc, why: str = "") -> None:
         if not w.stopping:
-            w.stopping = True
+            if why:
+                log.info("Stopping worker %d (pid %d): %s.", w.slot, w.pid, why)
+            self._mark_stopping(w)
             self._kill(w, signal.SIGTERM)
 
+    def _mark_stopping(self, w: WorkerProc) -> None:
+        w.stopping = True
+        w.stop_deadline = (time.monotonic() + w.settings.executor.graceful_timeout_s
+                           + STOP_MARGIN_S)
+
     def reap_workers(self) -> None:
-        # Each known pid is waited for by name, so no other child (the embedded Redis) is taken.
-        for pid, w in list(self.workers.items()):
-            try:
-                done, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done, status = pid, 0
-            if done == 0:
+        while (pid := next_dead_child()) is not None:
+            w = self.workers.pop(pid, None)
+            if w is not None:
+                # While the zombie keeps its pid, kill the processes its tasks left behind.
+                self._kill(w, signal.SIGKILL, group=True)
+            status = reap(pid)
+            if w is None:
+                log.warning("Child %d (%s) %s.", pid, self.known_children.pop(pid, "not a "
+                            "worker"), describe_status(status))
                 continue
-            del self.workers[pid]
-            w.liveness.close()
-            self._kill(w, signal.SIGKILL, group=True)  # the task processes it left behind
             self._on_worker_exit(w, status)
+            w.channel.close()
 
     def _on_worker_exit(self, w: WorkerProc, status: int) -> None:
         death = describe_status(status)
-        booted = w.booted or self._booted(w)
-        clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         if self.state is not State.RUNNING:
             log.info("Worker %d (pid %d) %s.", w.slot, w.pid, death)
             return
-        held = self._held_tasks(w.consumer) if not clean else []
-        slot = self.slots.setdefault(w.slot, SlotState())
-        if clean:
+        booted = w.booted or w.report().state is not WorkerState.BOOTING
+        s = self.settings.supervisor
+        slot = self.slot(w.slot)
+        heir = self.slot(w.slot if w.slot < self.procs else w.slot % self.procs)
+        verdict = restarts.judge(slot, booted=booted, status=status,
+                                 uptime_s=time.monotonic() - w.spawned_at,
+                                 backoff_max_s=s.restart_backoff_max_s,
+                                 boot_failures_max=s.boot_failures_max)
+        slot.next_spawn_at = max(slot.next_spawn_at, time.monotonic() + verdict.delay_s)
+        if verdict.death is not Death.CLEAN or booted:
+            # Even a clean exit may leave messages (a drain that hit its deadline).
+            heir.predecessors.append(Predecessor(w.consumer, f"worker {w.consumer} {death}"))
+        if verdict.death is Death.CLEAN:
             log.info("Worker %d (pid %d) exited cleanly.", w.slot, w.pid)
-            slot.failures = 0
+        elif verdict.death is Death.CRASH:
+            held = self._held_tasks(w.consumer)
+            log.error("Worker %d (pid %d) %s%s; respawning%s.", w.slot, w.pid, death,
+                      f" while running task(s) {', '.join(held)}" if held else "",
+                      f" in {verdict.delay_s:.1f} s" if verdict.delay_s else " now")
         else:
-            log.error("Worker %d (pid %d) %s%s.", w.slot, w.pid, death,
-                      f" while running task(s) {', '.join(held)}" if held else "")
-            slot.failures += 1
-            slot.predecessors.append(Predecessor(w.consumer, f"worker {w.consumer} {death}"))
-        if not booted and not clean:
-            self.boot_failures += 1
-        delay = 0.0 if slot.failures <= 1 and booted else min(
-            BACKOFF_BASE_S * 2 ** max(slot.failures - 1, 0),
-            self.settings.supervisor.restart_backoff_max_s)
-        slot.next_spawn_at = time.monotonic() + delay
-        if self.boot_failures >= self.settings.supervisor.boot_failures_max:
-            log.critical("%d worker boots failed in a row; halting.", self.boot_failures)
+            tail = w.channel.tail()
+            log.error("Worker %d (pid %d) %s before it booted (%s)%s; respawning in %.1f s.",
+                      w.slot, w.pid, death, verdict.death.value,
+                      f"; its last words: {tail}" if tail else "", verdict.delay_s)
+        if verdict.halt:
+            log.critical("Worker %d failed to boot %d times in a row; halting.", w.slot,
+                         slot.boot_failures)
             self.exit_code = ExitCode.BOOT_FAILED
-            self.begin_stop(graceful=False)
+            self.begin_stop(graceful=True)
 
     def _held_tasks(self, consumer: str) -> list[str]:
         streams = [st for q in self.settings.queue.names
@@ -291,143 +271,182 @@ class Supervisor:
         except Exception:  # the log line must not depend on Redis answering
             return []
 
-    def _booted(self, w: WorkerProc) -> bool:
-        if not w.booted:
-            try:
-                w.booted = os.fstat(w.liveness.fileno()).st_ctime != w.born_ctime
-            except (OSError, ValueError):
-                return False
-            if w.booted:
-                self.boot_failures = 0
-                self.slots.setdefault(w.slot, SlotState()).failures = 0
-        return w.booted
-
-    def murder_workers(self) -> None:
-        """Kill workers whose loop has not turned for supervisor.worker_timeout_s."""
+    def observe_workers(self) -> None:
+        """Read each worker's channel: booted, draining by itself, or silent too long."""
+        now = time.monotonic()
         timeout = self.settings.supervisor.worker_timeout_s
-        now = time.time()
         for w in list(self.workers.values()):
-            if w.killed or not self._booted(w):
+            rep = w.report()
+            if not w.booted and rep.state is not WorkerState.BOOTING:
+                w.booted = True
+            if rep.state is WorkerState.DRAINING and not w.stopping:
+                log.info("Worker %d (pid %d) is draining%s; starting its successor.", w.slot,
+                         w.pid, f": {rep.reason}" if rep.reason else "")
+                self._mark_stopping(w)
+            if w.aborted_at:
+                if now - w.aborted_at >= ABORT_GRACE_S:
+                    self._kill(w, signal.SIGKILL, group=True)
                 continue
-            try:
-                age = now - os.fstat(w.liveness.fileno()).st_ctime
-            except (OSError, ValueError):
-                continue
+            age = w.liveness_age(now)
             if age > timeout:
-                log.error("Worker %d (pid %d) stopped responding %.0f s ago; killing it.",
-                          w.slot, w.pid, age)
-                w.killed = True
-                self._kill(w, signal.SIGKILL)
+                log.error("Worker %d (pid %d) has not responded for %.1f s "
+                          "(supervisor.worker_timeout_s %g); aborting it.", w.slot, w.pid, age,
+                          timeout)
+                w.aborted_at = now
+                self._kill(w, signal.SIGABRT)
+
+    def enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for w in list(self.workers.values()):
+            if w.stopping and now >= w.stop_deadline:
+                log.warning("Worker %d (pid %d) outlived its stop deadline; killing it.",
+                            w.slot, w.pid)
+                self._kill(w, signal.SIGKILL, group=True)
+                w.stop_deadline = now + QUICK_STOP_S
 
     def manage_workers(self) -> None:
-        """Converge to `procs` workers, one per slot 0..procs-1."""
+        """Converge to `procs` workers, one reading worker per slot 0..procs-1."""
         active = {w.slot: w for w in self.workers.values() if not w.stopping}
         for slot, w in active.items():
             if slot >= self.procs:
-                log.info("Stopping worker %d (pid %d): fewer workers wanted.", slot, w.pid)
-                self.stop_worker(w)
+                self.stop_worker(w, "fewer workers wanted")
         self._replace_next(active)
-        busy_slots = {w.slot for w in self.workers.values()}
+        self._hand_over(active)
+        reading = {w.slot for w in self.workers.values() if not w.stopping}
         now = time.monotonic()
         for slot in range(self.procs):
-            if slot in busy_slots:
-                continue
-            if self.slots.setdefault(slot, SlotState()).next_spawn_at <= now:
+            if slot not in reading and self.slot(slot).next_spawn_at <= now:
                 self.spawn_worker(slot)
 
     def _replace_next(self, active: dict[int, WorkerProc]) -> None:
-        # One slot at a time: the next is stopped once the previous one's successor booted.
-        if not self.replacing:
-            return
-        slot = self.replacing[0]
-        w = active.get(slot)
-        if w is None:
-            return
-        if w.settings is self.settings:
-            if self._booted(w):
-                self.replacing.pop(0)
-            return
-        self.stop_worker(w)
+        # One slot at a time: the old worker stops reading and drains while its successor
+        # boots; the next slot follows once that successor has booted.
+        while self.replacing:
+            w = active.get(self.replacing[0])
+            if w is None:
+                return
+            if w.settings is not self.settings:
+                self.stop_worker(w, "configuration reloaded")
+                return
+            if not w.booted:
+                return
+            self.replacing.pop(0)
+
+    def _hand_over(self, active: dict[int, WorkerProc]) -> None:
+        """Dead consumers of a slot whose worker already runs go to it through its mailbox."""
+        for n, slot in self.slots.items():
+            w = active.get(n)
+            if w is not None and slot.predecessors:
+                slot.handed += [[p.consumer, p.death] for p in slot.predecessors]
+                slot.predecessors = []
+                w.channel.post(slot.handed)
 
     # Stop -----------------------------------------------------------------------------------
 
     def begin_stop(self, graceful: bool) -> None:
-        now = time.monotonic()
         if graceful and self.state is State.RUNNING:
             self.state = State.DRAINING
-            self.stop_deadline = now + self.settings.executor.graceful_timeout_s + 1
             self.notifier.send("STOPPING=1")
             for w in self.workers.values():
                 self.stop_worker(w)
+            self.notifier.extend_timeout(self.settings.executor.graceful_timeout_s
+                                         + STOP_MARGIN_S + QUICK_STOP_S + 5)
         elif self.state is not State.QUICK:
             self.state = State.QUICK
-            self.stop_deadline = now + QUICK_STOP_S
+            self.quick_deadline = time.monotonic() + QUICK_STOP_S
             self.notifier.send("STOPPING=1")
+            self.notifier.extend_timeout(QUICK_STOP_S * 2 + 5)
             for w in self.workers.values():
                 w.stopping = True
+                w.stop_deadline = min(w.stop_deadline or self.quick_deadline,
+                                      self.quick_deadline)
                 self._kill(w, signal.SIGQUIT)
-
-    def _stopped(self) -> bool:
-        if not self.workers:
-            return True
-        if time.monotonic() >= self.stop_deadline:
-            for w in list(self.workers.values()):
-                log.warning("Worker %d (pid %d) outlived the stop deadline; killing it.",
-                            w.slot, w.pid)
-                self._kill(w, signal.SIGKILL, group=True)
-            self.stop_deadline = time.monotonic() + QUICK_STOP_S
-        return False
 
     # The loop -------------------------------------------------------------------------------
 
     def run(self) -> int:
         self._install_signals()
-        setproctitle(f"taskexec: supervisor {self.host_id}")
+        titles.set_title(titles.supervisor_title(self.host_id))
         log.info("Supervisor (pid %d) of host %s starts %d worker(s) of %d thread(s) on %s.",
                  self.pid, self.host_id, self.procs, self.settings.executor.threads,
                  ", ".join(self.settings.queue.names))
-        ready_sent = False
-        next_burst_check = 0.0
         while True:
             self.handle_signals()
             self.reap_workers()
             self.proxybeat.tick(self.workers.values())  # beats for GIL-bound workers
             if self.state is State.RUNNING:
-                self.murder_workers()
+                self.observe_workers()
                 self.manage_workers()
-                if not ready_sent and self._all_booted():
-                    ready_sent = True
-                    self.notifier.send("READY=1")
-                    log.info("All %d worker(s) booted.", self.procs)
-                if self.burst and time.monotonic() >= next_burst_check:
-                    next_burst_check = time.monotonic() + 0.2
-                    if ready_sent and burst.drained(self.client, self.settings, self.keys):
-                        log.info("Queues drained; stopping (burst mode).")
-                        self.begin_stop(graceful=True)
-            elif self._stopped():
+                self._check_ready()
+                self._check_burst()
+                self._renew_host_lock()
+            elif not self.workers:
                 break
+            else:
+                self.observe_workers()
+            self.enforce_deadlines()
             self.notifier.watchdog()
+            self._report_status()
             if self.on_tick:
                 self.on_tick(self)
             self._sleep(TICK_S)
+        self._retire_signals()
         log.info("Supervisor (pid %d) stopped with exit code %d.", self.pid, self.exit_code)
         return int(self.exit_code)
 
-    def _all_booted(self) -> bool:
+    def _retire_signals(self) -> None:
+        # The process is on its way out: a late signal must not kill it (and change its exit
+        # status) once the loop is gone; Python restores default handlers at finalization,
+        # but leaves ignored signals ignored.
+        signal.set_wakeup_fd(-1)
+        for sig in HANDLED:
+            signal.signal(sig, signal.SIG_DFL if sig == signal.SIGCHLD else signal.SIG_IGN)
+
+    def _check_ready(self) -> None:
+        if self.ready_sent:
+            return
         live = [w for w in self.workers.values() if not w.stopping]
-        return len(live) >= self.procs and all(self._booted(w) for w in live)
+        if len(live) >= self.procs and all(w.booted for w in live):
+            self.ready_sent = True
+            self._report_status(force=True)
+            self.notifier.send("READY=1")
+            log.info("All %d worker(s) booted.", self.procs)
 
-
-def describe_status(status: int) -> str:
-    """A worker's wait status in words: 'exited with status 1', 'was killed by signal 9'."""
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
+    def _check_burst(self) -> None:
+        now = time.monotonic()
+        if not self.burst or not self.ready_sent or now < self._burst_at:
+            return
+        self._burst_at = now + 0.2
         try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = str(sig)
-        return f"was killed by signal {sig} ({name})"
-    if os.WIFEXITED(status):
-        return f"exited with status {os.WEXITSTATUS(status)}"
-    return f"ended with wait status {status}"
+            if burst.drained(self.client, self.settings, self.keys):
+                log.info("Queues drained; stopping (burst mode).")
+                self.begin_stop(graceful=True)
+        except TRANSIENT_ERRORS as exc:
+            log.debug("Burst check failed: %s.", exc)
 
+    def _renew_host_lock(self) -> None:
+        if self.host_lock is None or not self.host_lock.renew_due():
+            return
+        lost = self.host_lock.renew()
+        if lost:
+            log.critical("%s; stopping so that only one supervisor serves it.", lost[0].upper()
+                         + lost[1:])
+            self.exit_code = ExitCode.USAGE
+            self.begin_stop(graceful=True)
+
+    def _report_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.notifier.address or (not force and now - self._status_at < STATUS_EVERY_S):
+            return
+        self._status_at = now
+        reports = [w.report() for w in self.workers.values()]
+        busy = sum(r.busy for r in reports)
+        threads = sum(r.threads for r in reports)
+        if self.state is State.RUNNING:
+            booted = sum(1 for w in self.workers.values() if w.booted and not w.stopping)
+            text = (f"{booted}/{self.procs} workers, {busy}/{threads} threads busy, "
+                    f"{sum(r.completed for r in reports)} tasks finished by these workers")
+        else:
+            text = f"Stopping ({self.state.value}): {len(reports)} worker(s), {busy} task(s) " \
+                   "running"
+        self.notifier.status(text)

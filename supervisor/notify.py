@@ -9,14 +9,20 @@ import time
 
 log = logging.getLogger("taskexec.notify")
 
+# The loop turns every 0.25 s; pinging at most every 0.5 s keeps a ping inside every second,
+# and inside a third of any watchdog period systemd allows.
+WATCHDOG_MAX_EVERY_S = 0.5
+
 
 class Notifier:
     """Sends datagrams to $NOTIFY_SOCKET; does nothing when systemd did not ask for them."""
 
     def __init__(self, address: str | None, watchdog_usec: int = 0) -> None:
         self.address = address
-        self.watchdog_every_s = min(watchdog_usec / 1e6 / 3, 1.0) if watchdog_usec else 0.0
+        self.watchdog_every_s = (min(watchdog_usec / 1e6 / 3, WATCHDOG_MAX_EVERY_S)
+                                 if watchdog_usec else 0.0)
         self._last_ping = 0.0
+        self._last_status = ""
         self._sock: socket.socket | None = None
 
     @classmethod
@@ -42,6 +48,16 @@ class Notifier:
         except OSError as exc:
             log.debug("sd_notify %r failed: %s.", message, exc)
 
+    def status(self, text: str) -> None:
+        """STATUS=, sent only when it changed."""
+        if text != self._last_status:
+            self._last_status = text
+            self.send("STATUS=" + text)
+
+    def extend_timeout(self, seconds: float) -> None:
+        """Ask for `seconds` more before systemd's stop timeout kills the unit."""
+        self.send(f"EXTEND_TIMEOUT_USEC={int(max(seconds, 1) * 1e6)}")
+
     def watchdog(self) -> None:
         if not self.watchdog_every_s:
             return
@@ -49,3 +65,9 @@ class Notifier:
         if now - self._last_ping >= self.watchdog_every_s:
             self._last_ping = now
             self.send("WATCHDOG=1")
+
+    def close(self) -> None:
+        """Close the socket (in a forked child: only its copy)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

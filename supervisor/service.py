@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -12,13 +13,20 @@ import redis
 
 from supervisor.arbiter import Supervisor
 from supervisor.embedded import EmbeddedRedis
+from supervisor.hostlock import HostIdInUse, HostLock, leftover_consumers
+from supervisor.notify import Notifier
 from workers.backoff import Backoff
 from workers.errors import RedisUnavailable
 from workers.exitcodes import ExitCode
+from workers.keys import Keys
 from workers.logs import setup_logging
-from workers.redisconn import connect, describe, ping
+from workers.redisconn import TRANSIENT_ERRORS, connect, describe, ping
 
 log = logging.getLogger("taskexec.supervisor")
+
+# The supervisor's loop must keep turning (reaping, watchdog pings) when Redis stops
+# answering, so its own commands give up sooner than the workers' blocking reads.
+SUPERVISOR_SOCKET_TIMEOUT_S = 2.0
 
 
 def wait_for_redis(settings: Any, client: redis.Redis,
@@ -35,7 +43,7 @@ def wait_for_redis(settings: Any, client: redis.Redis,
             log.warning("Waiting up to %.0f s for %s.", settings.redis.connect_timeout_s,
                         describe(settings))
             if status:
-                status(f"STATUS=Waiting for {describe(settings)}")
+                status(f"Waiting for {describe(settings)}")
         time.sleep(backoff.next_delay())
     return True
 
@@ -43,22 +51,31 @@ def wait_for_redis(settings: Any, client: redis.Redis,
 class RedisSession:
     """The embedded server (if any) and the supervisor's own named client."""
 
-    def __init__(self, settings: Any, host_id: str) -> None:
+    def __init__(self, settings: Any, host_id: str,
+                 status: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.embedded = EmbeddedRedis(settings) if settings.embedded else None
         self.host_id = host_id
+        self.status = status
         self.client: redis.Redis | None = None
 
     def __enter__(self) -> redis.Redis:
         if self.embedded:
             self.embedded.start()
         name = f"taskexec_supervisor_{self.host_id}_{os.getpid()}"
-        self.client = connect(self.settings, name=name, max_connections=2)
-        if not wait_for_redis(self.settings, self.client):
+        r = self.settings.redis
+        quick = dataclasses.replace(self.settings, redis=dataclasses.replace(
+            r, socket_timeout_s=min(r.socket_timeout_s, SUPERVISOR_SOCKET_TIMEOUT_S)))
+        self.client = connect(quick, name=name, max_connections=2)
+        if not wait_for_redis(self.settings, self.client, self.status):
             self.close()
             raise RedisUnavailable(f"cannot reach {describe(self.settings)} after "
                                    f"{self.settings.redis.connect_timeout_s:.0f} s")
         return self.client
+
+    @property
+    def embedded_pid(self) -> int | None:
+        return self.embedded.pid if self.embedded else None
 
     def close(self) -> None:
         if self.client is not None:
@@ -75,11 +92,43 @@ def serve(settings: Any, *, host_id: str, burst: bool = False,
           on_tick: Callable[[Supervisor], None] | None = None) -> int:
     """Run a supervisor until it stops; returns its exit code."""
     setup_logging(settings, "supervisor")
+    notifier = Notifier.from_environ()
     try:
-        with RedisSession(settings, host_id) as client:
-            sup = Supervisor(settings, host_id=host_id, client=client, burst=burst,
-                             on_tick=on_tick, reload=reload)
-            return sup.run()
+        session = RedisSession(settings, host_id, notifier.status)
+        with session as client:
+            lock = HostLock(client, settings.keys.registry, host_id,
+                            ttl_s=settings.heartbeat.timeout_s,
+                            renew_every_s=min(settings.heartbeat.interval_s,
+                                              settings.heartbeat.timeout_s / 3))
+            try:
+                lock.claim()
+            except HostIdInUse as exc:
+                log.error("Not starting: %s.", exc)
+                return int(ExitCode.USAGE)
+            try:
+                sup = Supervisor(settings, host_id=host_id, client=client, burst=burst,
+                                 on_tick=on_tick, reload=reload, notifier=notifier,
+                                 host_lock=lock, leftovers=_leftovers(client, settings, lock))
+                if session.embedded_pid:
+                    sup.known_children[session.embedded_pid] = "the embedded redis-server"
+                return sup.run()
+            finally:
+                lock.release()
     except RedisUnavailable as exc:
         log.error("%s", exc)
         return int(ExitCode.REDIS_UNAVAILABLE)
+
+
+def _leftovers(client: redis.Redis, settings: Any, lock: HostLock) -> list[Any]:
+    keys = Keys.from_settings(settings.keys)
+    streams = [s for q in settings.queue.names for s in keys.streams(q, settings.queue.priorities)]
+    try:
+        found = leftover_consumers(client, lock, streams, keys.group, keys.registry,
+                                   settings.heartbeat.timeout_s)
+    except TRANSIENT_ERRORS as exc:
+        log.warning("Could not look for consumers an earlier supervisor left: %s.", exc)
+        return []
+    if found:
+        log.info("Taking over %d consumer(s) an earlier supervisor of host %s left: %s.",
+                 len(found), lock.host_id, ", ".join(p.consumer for _, p in found))
+    return found

@@ -27,12 +27,15 @@ from workers.executor import BoundedExecutor
 from workers.handlers import Handler, load_handlers
 from workers.heartbeat import Heartbeat
 from workers.keys import Keys
+from workers.lifecycle import Lifecycle, end_process
 from workers.memory import MemoryDebugger
 from workers.redisconn import TRANSIENT_ERRORS, connect
 from workers.store import Completion, TaskStore
 from workers.takeover import Takeover
 
 log = logging.getLogger("taskexec.worker")
+
+BROKEN_RETRY_S = 3.0  # longest wait before a stream that could not be read is tried again
 
 
 def consumer_name(host_id: str, slot: int, pid: int) -> str:
@@ -64,14 +67,14 @@ class Worker:
     """Constructed in the supervisor, run in the child: __init__ has no side effects."""
 
     def __init__(self, settings: Any, *, slot: int, host_id: str, supervisor_pid: int,
-                 predecessors: list[Predecessor] | None = None, liveness_fd: int | None = None
-                 ) -> None:
+                 predecessors: list[Predecessor] | None = None, channel: Any = None) -> None:
         self.settings = settings
         self.slot = slot
         self.host_id = host_id
         self.supervisor_pid = supervisor_pid
         self.predecessors = list(predecessors or [])
-        self.liveness_fd = liveness_fd
+        self.channel = channel  # shared with the supervisor (workers/channel.py)
+        self.lifecycle: Lifecycle | None = None  # from the end of boot()
         self.memory = MemoryDebugger.from_settings(settings, f"Worker {slot}")
         self.keys = Keys.from_settings(settings.keys)
         self.streams = [s for q in settings.queue.names
@@ -86,8 +89,8 @@ class Worker:
         self._completions: queue.SimpleQueue[Completion | None] = queue.SimpleQueue()
         self._broken: dict[str, float] = {}  # stream -> monotonic time to retry it
         self._stream_backoff: dict[str, Backoff] = {}
+        self._broken_report_at: dict[str, float] = {}  # stream -> when to log it again
         self._throttle = Throttle(1.0)
-        self._alive_at = 0.0
         self._promote_at = 0.0
 
     # Process setup --------------------------------------------------------------------------
@@ -147,6 +150,7 @@ class Worker:
         log.info("Worker %d (pid %d) consumes %s as %s with %d threads; handlers: %s.",
                  self.slot, self.pid, ", ".join(self.streams), self.consumer,
                  s.executor.threads, ", ".join(sorted(self.handlers)))
+        self.lifecycle = Lifecycle(self, self.channel)  # from here on the worker has booted
 
     def _ensure_groups(self) -> None:
         for stream in self.streams:
@@ -186,7 +190,7 @@ class Worker:
     def step(self) -> None:
         """One pass: read up to the free slots, dispatch, or wait for a slot or a message."""
         self._touch_liveness()
-        free = self.executor.free_slots()
+        free = min(self.executor.free_slots(), self.lifecycle.quota())
         if free <= 0:
             self.executor.wait_for_slot(self.settings.queue.block_s)
             return
@@ -221,6 +225,7 @@ class Worker:
         for stream in streams:
             if stream not in result.errors and stream in self._stream_backoff:
                 del self._stream_backoff[stream]
+                self._broken_report_at.pop(stream, None)
         if not result.messages:
             self.broker.wait_for_new(result.last_ids, self.settings.queue.block_s)
         return result.messages
@@ -231,11 +236,15 @@ class Worker:
                         self.slot, stream)
 
     def _mark_broken(self, stream: str, error: str) -> None:
-        backoff = self._stream_backoff.setdefault(stream, Backoff(1.0, 30.0))
-        delay = backoff.next_delay()
-        self._broken[stream] = time.monotonic() + delay
-        log.error("Worker %d: cannot read stream %s: %s; retrying in %.1f s.", self.slot,
-                  stream, error, delay)
+        # Reported once per growing backoff step, but retried every few seconds at least, so
+        # a repaired stream is read again soon even after a long outage (S18).
+        now = time.monotonic()
+        if now >= self._broken_report_at.get(stream, 0.0):
+            delay = self._stream_backoff.setdefault(stream, Backoff(1.0, 30.0)).next_delay()
+            self._broken_report_at[stream] = now + delay
+            log.error("Worker %d: cannot read stream %s: %s; retrying, next report in %.1f s.",
+                      self.slot, stream, error, delay)
+        self._broken[stream] = now + min(BROKEN_RETRY_S, self._broken_report_at[stream] - now)
 
     # Dispatch --------------------------------------------------------------------------------
 
@@ -379,15 +388,14 @@ class Worker:
     # Stop ------------------------------------------------------------------------------------
 
     def _recycle_due(self) -> bool:
-        limit = self.settings.executor.max_tasks_per_worker
-        return bool(limit) and self.completed >= limit
+        return self.lifecycle is not None and self.lifecycle.recycle_due()
 
     def drain(self) -> int:
         """Finish the running tasks within the graceful timeout, then leave cleanly."""
         if self.quick:
             log.info("Worker %d (pid %d): quick stop; %d task(s) left for reclaim.", self.slot,
                      self.pid, len(self.running))
-            os._exit(0)
+            end_process(0)
         log.info("Worker %d (pid %d) drains %d running task(s).", self.slot, self.pid,
                  len(self.running))
         deadline = time.monotonic() + self.settings.executor.graceful_timeout_s
@@ -398,7 +406,7 @@ class Worker:
             log.warning("Worker %d: %d task(s) unfinished at the deadline; left for reclaim: %s.",
                         self.slot, len(self.running),
                         ", ".join(r.task_id for r in self.running.values()))
-            os._exit(0)
+            end_process(0)
         self._completions.put(None)
         self.heartbeat.stop()
         self.heartbeat.deregister()
@@ -415,14 +423,8 @@ class Worker:
     # Reporting ---------------------------------------------------------------------------------
 
     def _touch_liveness(self) -> None:
-        now = time.monotonic()
-        if self.liveness_fd is None or now - self._alive_at < 0.5:
-            return
-        self._alive_at = now
-        try:
-            os.fchmod(self.liveness_fd, 0o600 if int(now * 2) % 2 else 0o400)
-        except OSError:
-            pass
+        if self.lifecycle is not None:
+            self.lifecycle.tick()  # liveness, title, recycling and time limits
 
     def running_ids(self) -> set[str]:
         with self._lock:
