@@ -93,6 +93,29 @@ class Broker:
             raise
         return bool(reply)
 
+    def read_blocking(self, streams: list[str], block_s: float) -> list[Message]:
+        """Block up to block_s for new entries, taking at most one per stream.
+
+        Only for a caller with a free slot per stream, so it never holds more than it can run.
+        """
+        if self.blocking is None:
+            return []
+        try:
+            reply = self.blocking.xreadgroup(self.group, self.consumer,
+                                             dict.fromkeys(streams, ">"), count=1,
+                                             block=max(1, int(block_s * 1000)))
+        except redis.ResponseError:
+            return []  # a lost group or a broken stream: the next READ says which
+        by_stream = dict(reply.items()) if isinstance(reply, dict) else dict(reply or [])
+        msgs = []
+        for stream in streams:  # highest priority first
+            entries = by_stream.get(stream.encode()) or by_stream.get(stream) or []
+            if entries and isinstance(entries[0], list):  # RESP3 nests them one level deeper
+                entries = entries[0]
+            for entry_id, fields in entries:
+                msgs.append(Message(stream, _s(entry_id), dict(fields or {})))
+        return msgs
+
     def pending_ids(self, stream: str, consumer: str, count: int, min_idle_ms: int = 0
                     ) -> list[str]:
         """Ids of entries `consumer` holds that were idle at least `min_idle_ms`."""

@@ -27,7 +27,8 @@ class TaskContext:
         self.task_id = task_id
         self.logger = logger
         self._store = store
-        self._checked_at = 0.0
+        # BEGIN has just checked the cancel flag atomically: the first check may wait its turn.
+        self._checked_at = time.monotonic()
         self._cancelled = False
         self._expired = ""  # why the worker asked this run to stop (its time limit)
         self._unsent: list[str] = []

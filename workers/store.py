@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,9 +21,15 @@ RECORD_FIELDS = (
 )
 
 
+@functools.lru_cache(maxsize=4)
+def _hms(second: int) -> str:
+    # strftime per task showed in profiles; a second's text serves all its tasks.
+    return time.strftime("%H:%M:%S", time.localtime(second))
+
+
 def log_line(message: str, now: float | None = None) -> str:
     """One `HH:MM:SS message` line of progress_msg, as RAGFlow writes it."""
-    return time.strftime("%H:%M:%S", time.localtime(now or time.time())) + " " + message
+    return _hms(int(now or time.time())) + " " + message
 
 
 def decode_record(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
@@ -41,6 +48,35 @@ def decode_record(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
         else:
             rec[name] = None
     return rec
+
+
+def run_scripts(client: redis.Redis, calls: list[tuple[Any, list[Any], list[Any]]],
+                raise_on_error: bool = True) -> list[Any]:
+    """EVALSHA each (script, keys, args) in one pipeline, one round trip.
+
+    redis-py's Script objects put a SCRIPT EXISTS round trip before every pipeline; here only
+    a server that lost its scripts (NOSCRIPT) costs more: the scripts are loaded and the calls
+    that failed, and only those, run again.
+    """
+    pipe = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+    replies = pipe.execute(raise_on_error=False)
+    missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+    if missing:
+        for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
+            client.script_load(script.script)
+        pipe = client.pipeline(transaction=False)
+        for i in missing:
+            script, keys, args = calls[i]
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        for i, reply in zip(missing, pipe.execute(raise_on_error=False), strict=True):
+            replies[i] = reply
+    if raise_on_error:
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+    return replies
 
 
 @dataclass(frozen=True)
@@ -98,10 +134,7 @@ class TaskStore:
         return self._task_keys(task["id"]) + [stream], ["1" if rerun else "0", message, *flat]
 
     def submit_many(self, prepared: Iterable[tuple[list[str], list[Any]]]) -> list[list[Any]]:
-        pipe = self.client.pipeline(transaction=False)
-        for keys, args in prepared:
-            self._submit(keys=keys, args=args, client=pipe)
-        return pipe.execute()
+        return run_scripts(self.client, [(self._submit, keys, args) for keys, args in prepared])
 
     def status(self, task_id: str) -> dict[str, Any] | None:
         raw = self.client.hgetall(self.keys.task_record(task_id))
@@ -118,29 +151,28 @@ class TaskStore:
 
     def begin_many(self, items: list[tuple[str, str, str]], consumer: str) -> list[list[Any]]:
         """Mark each (task id, stream, entry id) running, in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
         now = repr(time.time())
         prefix = log_line("")[:-1]
-        for task_id, stream, entry_id in items:
-            self._begin(keys=self._task_keys(task_id) + [stream], client=pipe, args=[
-                self.group, entry_id, consumer, now, prefix, self.max_log_chars])
-        return pipe.execute(raise_on_error=False)
+        return run_scripts(self.client, [
+            (self._begin, self._task_keys(task_id) + [stream],
+             [self.group, entry_id, consumer, now, prefix, self.max_log_chars])
+            for task_id, stream, entry_id in items], raise_on_error=False)
 
     def finish_many(self, done: list[Completion]) -> list[Any]:
         """Write final statuses and acknowledge their messages, in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
         now = time.time()
+        calls: list[tuple[Any, list[Any], list[Any]]] = []
         for c in done:
             keys = self._task_keys(c.task_id) + [c.stream]
             if c.status == "retry":
-                self._retry(keys=keys + [self.keys.delayed], client=pipe, args=[
+                calls.append((self._retry, keys + [self.keys.delayed], [
                     self.group, c.entry_id, c.delay_s, c.payload, log_line(c.message, now),
-                    self.max_log_chars, c.error, self.max_attempts])
+                    self.max_log_chars, c.error, self.max_attempts]))
                 continue
-            self._finish(keys=keys, client=pipe, args=[
+            calls.append((self._finish, keys, [
                 self.group, c.entry_id, c.status, c.result, c.error, repr(now),
-                log_line(c.message, now), self.max_log_chars, int(self.result_ttl_s)])
-        return pipe.execute()
+                log_line(c.message, now), self.max_log_chars, int(self.result_ttl_s)]))
+        return run_scripts(self.client, calls)
 
     def progress(self, task_id: str, value: float | None, message: str) -> str:
         """'ok', or why the handler should stop: 'cancelled', 'missing' or the status."""
