@@ -29,7 +29,9 @@ from workers.heartbeat import Heartbeat
 from workers.keys import Keys
 from workers.lifecycle import Lifecycle, end_process
 from workers.memory import MemoryDebugger
-from workers.redisconn import TRANSIENT_ERRORS, connect
+from workers.outage import Outage
+from workers.redisconn import TRANSIENT_ERRORS, connect_worker
+from workers.redisinfo import eviction_risk
 from workers.store import Completion, TaskStore
 from workers.takeover import Takeover
 
@@ -91,7 +93,12 @@ class Worker:
         self._stream_backoff: dict[str, Backoff] = {}
         self._broken_report_at: dict[str, float] = {}  # stream -> when to log it again
         self._throttle = Throttle(1.0)
+        # One warning per Redis outage for the whole process, whichever duty meets it first.
+        self.outage = Outage(log, f"Worker {slot}")
+        self._loop_outage = self.outage.duty("consume loop")
+        self._finish_outage = self.outage.duty("final statuses")
         self._promote_at = 0.0
+        self._unstarted: list[Message] = []
 
     # Process setup --------------------------------------------------------------------------
 
@@ -118,8 +125,9 @@ class Worker:
         self.boot_at = datetime.now().isoformat(timespec="seconds")
         self.ip_address = _ip_address()
         s = self.settings
-        self.client = connect(s, name=self.consumer)
-        self.blocking = connect(s, name=self.consumer, max_connections=1, blocking_read=True)
+        # Within redis.max_connections: the blocking read and the heartbeat on their own.
+        conns = connect_worker(s, name=self.consumer)
+        self.client, self.blocking = conns.client, conns.blocking
         self.store = TaskStore(self.client, self.keys, group=self.keys.group,
                                max_log_chars=s.store.max_log_chars,
                                cancel_ttl_s=s.store.cancel_ttl_s, result_ttl_s=s.store.result_ttl_s,
@@ -130,6 +138,10 @@ class Worker:
         self._promote = self.client.register_script(scripts.PROMOTE)
         self.executor = BoundedExecutor(s.executor.threads, name=f"task-{self.slot}")
         self._ensure_groups()
+        if self.slot == 0 and not self.predecessors:
+            risk = eviction_risk(self.client)
+            if risk:
+                log.warning("%s.", risk)
         self.takeover = Takeover(
             self.broker, self.streams, registry=self.keys.registry,
             timeout_s=s.heartbeat.timeout_s, scan_every_s=s.cleanup.interval_s,
@@ -143,7 +155,7 @@ class Worker:
             self.broker, key=self.consumer, registry=self.keys.registry,
             interval_s=s.heartbeat.interval_s, retention_s=s.heartbeat.retention_s,
             snapshot=self.snapshot, leases=self.leases, after_beat=self.cleanup.maybe_run,
-            client=connect(s, name=f"{self.consumer}_heartbeat", max_connections=1))
+            client=conns.heartbeat, outage=self.outage.duty("heartbeats"))
         self.heartbeat.beat()
         self.heartbeat.start()
         threading.Thread(target=self._complete_loop, name="completer", daemon=True).start()
@@ -168,7 +180,8 @@ class Worker:
         self._install_signals()
         _set_parent_death_signal()
         self.boot()
-        backoff = Backoff(0.1, 5.0)
+        # Capped at 2 s: consumption resumes within moments of Redis answering again.
+        backoff = Backoff(0.1, 2.0)
         while self.stop_signal is None and not self._recycle_due():
             if os.getppid() != self.supervisor_pid:
                 log.warning("Worker %d: supervisor %d is gone; stopping.", self.slot,
@@ -177,9 +190,9 @@ class Worker:
             try:
                 self.step()
                 backoff.reset()
+                self._loop_outage.succeeded()
             except TRANSIENT_ERRORS as exc:
-                if self._throttle.ready("redis"):
-                    log.warning("Worker %d: Redis unavailable (%s); retrying.", self.slot, exc)
+                self._loop_outage.failed(exc)
                 time.sleep(backoff.next_delay())
             except Exception as exc:  # the loop never dies of one bad reply or key
                 if self._throttle.ready("step:" + type(exc).__name__):
@@ -193,6 +206,10 @@ class Worker:
         free = min(self.executor.free_slots(), self.lifecycle.quota())
         if free <= 0:
             self.executor.wait_for_slot(self.settings.queue.block_s)
+            return
+        if self._unstarted:
+            msgs, self._unstarted = self._unstarted, []
+            self.dispatch(msgs)
             return
         self._housekeeping()
         msgs = self.takeover.claim(free) if self.takeover.orphans else []
@@ -227,6 +244,12 @@ class Worker:
                 del self._stream_backoff[stream]
                 self._broken_report_at.pop(stream, None)
         if not result.messages:
+            sound = [s for s in streams if s not in result.errors]
+            if sound and free >= len(sound):
+                # With a free slot per stream the wake-up can be the read itself: one round
+                # trip, and each new message wakes one consumer. Short blocks, so a worker told
+                # to stop takes no new message for long.
+                return self.broker.read_blocking(sound, min(self.settings.queue.block_s, 0.2))
             self.broker.wait_for_new(result.last_ids, self.settings.queue.block_s)
         return result.messages
 
@@ -256,8 +279,13 @@ class Worker:
                 runnable.append((msg, task))
         if not runnable:
             return
-        replies = self.store.begin_many(
-            [(t["id"], m.stream, m.entry_id) for m, t in runnable], self.consumer)
+        try:
+            replies = self.store.begin_many(
+                [(t["id"], m.stream, m.entry_id) for m, t in runnable], self.consumer)
+        except TRANSIENT_ERRORS:
+            # They are ours in Redis already: begin them on a later step, once it answers.
+            self._unstarted = [m for m, _ in runnable]
+            raise
         for (msg, task), reply in zip(runnable, replies, strict=True):
             if isinstance(reply, Exception):
                 self._dead_letter(msg, f"cannot begin task: {reply}", task["id"])
@@ -334,6 +362,9 @@ class Worker:
             message = "Task failed: " + error
             log.error("Task %s (%s) failed: %s\n%s", run.task_id, run.task_type, error,
                       traceback.format_exc(limit=20))
+            # The record keeps where it failed: the innermost frames, one line each.
+            frames = traceback.extract_tb(exc.__traceback__)[-3:]
+            error += "".join(f"\n  at {f.filename}:{f.lineno} in {f.name}" for f in frames)
         self._completions.put(Completion(run.task_id, run.stream, run.entry_id, status,
                                          result, error, message, delay, run.payload))
 
@@ -359,12 +390,11 @@ class Worker:
                 try:
                     replies = self.store.finish_many(batch)
                     backoff.reset()
+                    self._finish_outage.succeeded()
                     break
                 except TRANSIENT_ERRORS as exc:
                     # Never drop a completion: the record becomes final once Redis answers.
-                    if self._throttle.ready("finish"):
-                        log.warning("Worker %d: cannot write %d final status(es) yet: %s.",
-                                    self.slot, len(batch), exc)
+                    self._finish_outage.failed(exc)
                     time.sleep(backoff.next_delay())
             self._settle(batch, replies)
 
@@ -440,7 +470,9 @@ class Worker:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             current = {r.task_id: {"id": r.task_id, "task_type": r.task_type,
-                                   "begin_at": r.begin_at} for r in self.running.values()}
+                                   "begin_at": r.begin_at,
+                                   "progress": r.ctx.last_progress if r.ctx else None}
+                       for r in self.running.values()}
         try:
             rss = psutil.Process(self.pid).memory_info().rss
         except psutil.Error:
