@@ -148,14 +148,19 @@ class Worker:
             own_idle_s=max(2.0, 3 * s.heartbeat.interval_s), running_ids=self.running_ids)
         for pred in self.predecessors:
             self.takeover.add_predecessor(pred.consumer, pred.death)
-        self.cleanup = Cleanup(self.broker, self.keys, self.streams,
+        # The heartbeat thread's duties (beats, clean-up passes, the counts in each beat) use
+        # the heartbeat's own connection: they never wait for, or widen, the shared pool.
+        self._beat_client = conns.heartbeat or self.client
+        beat_broker = Broker(self._beat_client, None, group=self.keys.group,
+                             consumer=self.consumer)
+        self.cleanup = Cleanup(beat_broker, self.keys, self.streams,
                                interval_s=s.cleanup.interval_s, lock_ttl_s=s.cleanup.lock_ttl_s,
                                timeout_s=s.heartbeat.timeout_s)
         self.heartbeat = Heartbeat(
-            self.broker, key=self.consumer, registry=self.keys.registry,
+            beat_broker, key=self.consumer, registry=self.keys.registry,
             interval_s=s.heartbeat.interval_s, retention_s=s.heartbeat.retention_s,
             snapshot=self.snapshot, leases=self.leases, after_beat=self.cleanup.maybe_run,
-            client=conns.heartbeat, outage=self.outage.duty("heartbeats"))
+            outage=self.outage.duty("heartbeats"))
         self.heartbeat.beat()
         self.heartbeat.start()
         threading.Thread(target=self._complete_loop, name="completer", daemon=True).start()
@@ -490,7 +495,7 @@ class Worker:
 
     def _group_counts(self) -> tuple[int, int]:
         pending = lag = 0
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self._beat_client.pipeline(transaction=False)
         for stream in self.streams:
             pipe.xinfo_groups(stream)
         for groups in pipe.execute(raise_on_error=False):

@@ -48,7 +48,7 @@ def test_s27_fitting_timeouts_idle_without_reconnects(tmp_path):
         for r in clients:
             poll(lambda r=r: len(heartbeats(r)) == 2, 30, 0.1, "two workers heartbeat")
         # Let every duty (heartbeat, clean-up, takeover scan) open what it uses, then watch.
-        time.sleep(3)  # ok: settling before the idle period the scenario measures
+        time.sleep(2)  # ok: settling before the idle period the scenario measures
         before = [{c["id"] for c in clients_named(r)} for r in clients]
         time.sleep(IDLE_S)  # ok: the idle period the scenario measures
         after = [{c["id"] for c in clients_named(r)} for r in clients]

@@ -1,7 +1,7 @@
 """S31: the server turns read-only (a demoted primary) and is promoted again.
 
-Scaled: the producer submits 5 tasks a second for 16 s (not 40); the server is a replica of a
-primary that never answers (`REPLICAOF 127.0.0.1 1`) from t = 4 s to t = 10 s (not 10-25 s).
+Scaled: the producer submits 5 tasks a second for 13 s (not 40); the server is a replica of a
+primary that never answers (`REPLICAOF 127.0.0.1 1`) from t = 3 s to t = 8 s (not 10-25 s).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tests.support import heartbeats, poll, statuses
 
 pytestmark = pytest.mark.timeout(90)
 
-RUN_S, RO_AT, RW_AT = 16.0, 4.0, 10.0
+RUN_S, RO_AT, RW_AT = 13.0, 3.0, 8.0
 
 
 class Producer(threading.Thread):

@@ -1,6 +1,6 @@
 """S32: the server closes connections idle for 3 s (`timeout 3`, as a proxy would).
 
-Scaled: each task works 6 s without touching Redis (not 20), one is submitted every 3 s for 9 s
+Scaled: each task works 6 s without touching Redis (not 20), one is submitted every 3 s for 6 s
 (not every 10 s for 60 s): every task's connection has been closed by the server when it
 reports progress and finishes. Heartbeats come every 4 s (not 1), so the heartbeat's own
 connection is closed by the server between beats too.
@@ -40,11 +40,11 @@ def test_s32_connections_closed_while_idle_are_replaced_quietly(setup):
     opened: set[int] = set()
     t0 = time.monotonic()
     ids = []
-    for n in range(4):
+    for n in range(3):
         wait_until(t0 + 3 * n)  # the scenario's timeline: one task every 3 s
         ids.append(client.submit("quiet", {"seconds": 6}))
     poll(lambda: opened.update(c["id"] for c in clients_named(r)) or
-         statuses(r, ids) == ["done"] * 4, 30, 0.2, "every task done")
+         statuses(r, ids) == ["done"] * 3, 30, 0.2, "every task done")
     # The server did close idle connections of the worker (they were replaced, not reused).
     assert opened - {c["id"] for c in clients_named(r)}, "no connection was closed"
     for t in ids:
@@ -61,4 +61,4 @@ def test_s32_connections_closed_while_idle_are_replaced_quietly(setup):
     bad = [m.group(0) for m in log_lines(err) if m["level"] in ("WARNING", "ERROR")]
     assert not bad, bad
     passes = [m for m in log_lines(err, "INFO") if "Cleanup pass" in m["msg"]]
-    assert len(passes) >= 3, "the clean-up lock is taken and released pass after pass"
+    assert len(passes) >= 2, "the clean-up lock is taken and released pass after pass"
