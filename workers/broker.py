@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis
 
 from workers import scripts
@@ -30,6 +31,14 @@ class ReadResult:
     last_ids: dict[str, str] = field(default_factory=dict)  # for the wake-up wait
 
 
+def _task_id(msg: Message) -> str | None:
+    try:
+        task = orjson.loads(msg.fields.get(b"message", b""))
+        return str(task["id"]) if isinstance(task, dict) and "id" in task else None
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -48,6 +57,7 @@ class Broker:
         self._claim = client.register_script(scripts.CLAIM)
         self._renew = client.register_script(scripts.RENEW)
         self._trim = client.register_script(scripts.TRIM)
+        self._give_back = client.register_script(scripts.GIVE_BACK)
 
     def ensure_group(self, stream: str) -> bool:
         """Create the group from id 0 (so older entries are delivered); True if it was new."""
@@ -156,6 +166,16 @@ class Broker:
             if isinstance(reply, list):
                 gone += [(stream, _s(i)) for i in reply]
         return gone
+
+    def give_back(self, msgs: list[Message], record_key: Any) -> int:
+        """Queue again messages read but never begun; returns how many went back."""
+        pipe = self.client.pipeline(transaction=False)
+        for m in msgs:
+            task_id = _task_id(m)
+            self._give_back(keys=[m.stream, record_key(task_id) if task_id else m.stream],
+                            args=[self.group, self.consumer, m.entry_id,
+                                  m.fields.get(b"message", b"")], client=pipe)
+        return sum(int(r) for r in pipe.execute())
 
     def trim(self, stream: str) -> int:
         """Delete acknowledged entries; never one that is pending or not yet delivered."""

@@ -329,3 +329,18 @@ local pend = redis.call('XPENDING', KEYS[1], ARGV[1])
 if pend[1] > 0 and less(pend[2], minid) then minid = pend[2] end
 return redis.call('XTRIM', KEYS[1], 'MINID', minid)
 """
+
+# KEYS: stream, record. ARGV: group, consumer, entry id, message. Gives back a message this
+# consumer read but never began (it came as the worker was told to stop): queued again as a new
+# entry at the end of the stream, the old one acknowledged and deleted, so no second copy stays.
+GIVE_BACK = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if not p[1] then return 0 end
+local entry = redis.call('XADD', KEYS[1], '*', 'message', ARGV[4])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+if redis.call('HGET', KEYS[2], 'status') == 'queued' then
+  redis.call('HSET', KEYS[2], 'entry_id', entry)
+end
+return 1
+"""

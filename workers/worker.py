@@ -220,6 +220,10 @@ class Worker:
         msgs = self.takeover.claim(free) if self.takeover.orphans else []
         if not msgs:
             msgs = self._read(free)
+        if msgs and self.stop_signal is not None:
+            # Read as the stop came: not started; the drain queues them again.
+            self._unstarted = msgs
+            return
         if msgs:
             self.dispatch(msgs)
 
@@ -422,6 +426,16 @@ class Worker:
 
     # Stop ------------------------------------------------------------------------------------
 
+    def _give_back(self) -> None:
+        msgs, self._unstarted = self._unstarted, []
+        try:
+            n = self.broker.give_back(msgs, self.keys.task_record)
+            log.info("Worker %d: %d message(s) read as the stop came were queued again.",
+                     self.slot, n)
+        except TRANSIENT_ERRORS as exc:  # still ours in Redis: the takeover gets them later
+            log.warning("Worker %d: %d message(s) left for takeover: %s.", self.slot, len(msgs),
+                        exc)
+
     def _recycle_due(self) -> bool:
         return self.lifecycle is not None and self.lifecycle.recycle_due()
 
@@ -433,6 +447,8 @@ class Worker:
             end_process(0)
         log.info("Worker %d (pid %d) drains %d running task(s).", self.slot, self.pid,
                  len(self.running))
+        if self._unstarted:
+            self._give_back()
         deadline = time.monotonic() + self.settings.executor.graceful_timeout_s
         while self.running and time.monotonic() < deadline and not self.quick:
             self._touch_liveness()

@@ -34,9 +34,11 @@ def test_s18a_stopped_worker_is_killed_and_its_tasks_rerun(harness, redis_server
     beating(r, 2, 20)
     client = harness.client()
     ids = client.submit_many("count", [{"seconds": 3}] * 2)
-    victim = poll(lambda: next((hb for hb in beating(r, 2, 5).values()
-                                if set(hb["current"]) == set(ids)), None), 10, 0.05,
-                  "both tasks running on one worker")
+    poll(lambda: sum(len(hb["current"]) for hb in beating(r, 2, 5).values()) == 2, 10, 0.05,
+         "both tasks running")
+    # Idle workers share new messages, so the victim is the worker holding the most of them.
+    victim = max(beating(r, 2, 5).values(), key=lambda hb: len(set(hb["current"]) & set(ids)))
+    held = set(victim["current"]) & set(ids)
     stopped_at = time.monotonic()
     os.kill(victim["pid"], signal.SIGSTOP)
     wait_log(sup, f"Worker {victim['slot']} (pid {victim['pid']}) has not responded",
@@ -46,7 +48,7 @@ def test_s18a_stopped_worker_is_killed_and_its_tasks_rerun(harness, redis_server
     assert time.monotonic() - stopped_at < WORKER_TIMEOUT_S + 2
     assert log_lines(sup, f"Worker {victim['slot']} (pid {victim['pid']}) was killed by signal 9")
     poll(lambda: statuses(r, ids) == ["done", "done"], 15, 0.1, "both tasks done")
-    assert [starts(r, t) for t in ids] == [2, 2]
+    assert [starts(r, t) for t in ids] == [2 if t in held else 1 for t in ids]
     sup.send(signal.SIGTERM)
     assert wait_exit(sup, 15)[0] == 0
 
