@@ -5,24 +5,24 @@ from __future__ import annotations
 import enum
 import logging
 import os
-import queue
-import select
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
 
-from supervisor import burst, notify, proxybeat, restarts
+from supervisor import burst as burst_mod
+from supervisor import notify, proxybeat, restarts
 from supervisor.hostlock import HostLock
 from supervisor.restarts import Death, SlotState
+from supervisor.signals import SignalQueue
 from supervisor.spawn import WorkerProc, describe_status, fork_worker, next_dead_child, reap
 from workers import memory, titles
 from workers.channel import Channel, WorkerState
 from workers.exitcodes import ExitCode
 from workers.keys import Keys
-from workers.redisconn import TRANSIENT_ERRORS
 from workers.takeover import held_task_ids
 from workers.worker import Predecessor, Worker, consumer_name
 
@@ -35,6 +35,7 @@ QUICK_STOP_S = 3.0
 STOP_MARGIN_S = 1.0  # past executor.graceful_timeout_s before a stopping worker is killed
 ABORT_GRACE_S = 1.0  # between SIGABRT (stacks dumped) and SIGKILL for an unresponsive worker
 STATUS_EVERY_S = 1.0
+FORK_WAIT_MAX_S = 5.0  # longest a spawn waits for the supervisor's other threads to end
 
 
 class State(enum.Enum):
@@ -54,7 +55,7 @@ class Supervisor:
         self.settings = settings
         self.host_id = host_id
         self.client = client
-        self.burst = burst
+        self.burst = burst_mod.BurstWatch(client, settings) if burst else None
         self.on_tick = on_tick
         self.reload = reload
         self.host_lock = host_lock
@@ -68,13 +69,13 @@ class Supervisor:
         self.exit_code = ExitCode.OK
         self.quick_deadline = 0.0
         self.replacing: list[int] = []  # slots still to be replaced after a reload
-        self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.signals = SignalQueue(HANDLED)
         self.pid = os.getpid()
         self.notifier = notifier or notify.Notifier.from_environ()
         self.proxybeat = proxybeat.ProxyBeat(settings, client, supervisor_pid=self.pid)
         self.ready_sent = False
         self._status_at = 0.0
-        self._burst_at = 0.0
+        self._threads_since = 0.0
         for slot, pred in leftovers:
             self.slot(slot % self.procs).predecessors.append(pred)
 
@@ -83,35 +84,8 @@ class Supervisor:
 
     # Signals: the handler only records; the loop acts -----------------------------------------
 
-    def _record_signal(self, signum: int, frame: object) -> None:
-        self.signals.put_nowait(signum)
-
-    def _install_signals(self) -> None:
-        self._pipe_r, self._pipe_w = os.pipe()
-        os.set_blocking(self._pipe_r, False)
-        os.set_blocking(self._pipe_w, False)
-        signal.set_wakeup_fd(self._pipe_w, warn_on_full_buffer=False)
-        for sig in HANDLED:
-            signal.signal(sig, self._record_signal)
-
-    def _sleep(self, timeout_s: float) -> None:
-        try:
-            ready, _, _ = select.select([self._pipe_r], [], [], timeout_s)
-        except InterruptedError:
-            return
-        if ready:
-            try:
-                while os.read(self._pipe_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
-
     def handle_signals(self) -> None:
-        while True:
-            try:
-                signum = self.signals.get_nowait()
-            except queue.Empty:
-                return
+        for signum in self.signals.pending():
             name = signal.Signals(signum).name
             if signum != signal.SIGCHLD:
                 log.info("Supervisor received %s.", name)
@@ -184,8 +158,7 @@ class Supervisor:
         log.info("Spawned worker %d (pid %d, generation %d).", slot, pid, self.generation)
 
     def _close_in_child(self) -> None:
-        os.close(self._pipe_r)
-        os.close(self._pipe_w)
+        self.signals.close_in_child()
         self.notifier.close()
         for w in self.workers.values():
             w.channel.close()
@@ -245,18 +218,9 @@ class Supervisor:
         if verdict.death is not Death.CLEAN or booted:
             # Even a clean exit may leave messages (a drain that hit its deadline).
             heir.predecessors.append(Predecessor(w.consumer, f"worker {w.consumer} {death}"))
-        if verdict.death is Death.CLEAN:
-            log.info("Worker %d (pid %d) exited cleanly.", w.slot, w.pid)
-        elif verdict.death is Death.CRASH:
-            held = self._held_tasks(w.consumer)
-            log.error("Worker %d (pid %d) %s%s; respawning%s.", w.slot, w.pid, death,
-                      f" while running task(s) {', '.join(held)}" if held else "",
-                      f" in {verdict.delay_s:.1f} s" if verdict.delay_s else " now")
-        else:
-            tail = w.channel.tail()
-            log.error("Worker %d (pid %d) %s before it booted (%s)%s; respawning in %.1f s.",
-                      w.slot, w.pid, death, verdict.death.value,
-                      f"; its last words: {tail}" if tail else "", verdict.delay_s)
+        held = self._held_tasks(w.consumer) if verdict.death is Death.CRASH else []
+        tail = w.channel.tail() if verdict.death is Death.BOOT_FAILURE else ""
+        log.log(*restarts.report(verdict, w.slot, w.pid, death, held, tail))
         if verdict.halt:
             log.critical("Worker %d failed to boot %d times in a row; halting.", w.slot,
                          slot.boot_failures)
@@ -315,8 +279,23 @@ class Supervisor:
         reading = {w.slot for w in self.workers.values() if not w.stopping}
         now = time.monotonic()
         for slot in range(self.procs):
-            if slot not in reading and self.slot(slot).next_spawn_at <= now:
+            if slot not in reading and self.slot(slot).next_spawn_at <= now and \
+                    self._fork_is_safe(now):
                 self.spawn_worker(slot)
+
+    def _fork_is_safe(self, now: float) -> bool:
+        """True when this process runs no other thread (a memory snapshot writes from one for
+        a moment): a fork meanwhile could copy a lock that thread holds into the child."""
+        if threading.active_count() == 1:
+            self._threads_since = 0.0
+            return True
+        self._threads_since = self._threads_since or now
+        if now - self._threads_since < FORK_WAIT_MAX_S:
+            return False
+        log.warning("Forking although %d other thread(s) ran for %.0f s.",
+                    threading.active_count() - 1, now - self._threads_since)
+        self._threads_since = now
+        return True
 
     def _replace_next(self, active: dict[int, WorkerProc]) -> None:
         # One slot at a time: the old worker stops reading and drains while its successor
@@ -365,7 +344,7 @@ class Supervisor:
     # The loop -------------------------------------------------------------------------------
 
     def run(self) -> int:
-        self._install_signals()
+        self.signals.install()
         titles.set_title(titles.supervisor_title(self.host_id))
         log.info("Supervisor (pid %d) of host %s starts %d worker(s) of %d thread(s) on %s.",
                  self.pid, self.host_id, self.procs, self.settings.executor.threads,
@@ -389,18 +368,10 @@ class Supervisor:
             self._report_status()
             if self.on_tick:
                 self.on_tick(self)
-            self._sleep(TICK_S)
-        self._retire_signals()
+            self.signals.sleep(TICK_S)
+        self.signals.retire()
         log.info("Supervisor (pid %d) stopped with exit code %d.", self.pid, self.exit_code)
         return int(self.exit_code)
-
-    def _retire_signals(self) -> None:
-        # The process is on its way out: a late signal must not kill it (and change its exit
-        # status) once the loop is gone; Python restores default handlers at finalization,
-        # but leaves ignored signals ignored.
-        signal.set_wakeup_fd(-1)
-        for sig in HANDLED:
-            signal.signal(sig, signal.SIG_DFL if sig == signal.SIGCHLD else signal.SIG_IGN)
 
     def _check_ready(self) -> None:
         if self.ready_sent:
@@ -413,16 +384,10 @@ class Supervisor:
             log.info("All %d worker(s) booted.", self.procs)
 
     def _check_burst(self) -> None:
-        now = time.monotonic()
-        if not self.burst or not self.ready_sent or now < self._burst_at:
-            return
-        self._burst_at = now + 0.2
-        try:
-            if burst.drained(self.client, self.settings, self.keys):
-                log.info("Queues drained; stopping (burst mode).")
-                self.begin_stop(graceful=True)
-        except TRANSIENT_ERRORS as exc:
-            log.debug("Burst check failed: %s.", exc)
+        ready = self.burst is not None and self.ready_sent and self.burst.due()
+        if ready and self.burst.drained():
+            log.info("Queues drained; stopping (burst mode).")
+            self.begin_stop(graceful=True)
 
     def _renew_host_lock(self) -> None:
         if self.host_lock is None or not self.host_lock.renew_due():
@@ -439,14 +404,5 @@ class Supervisor:
         if not self.notifier.address or (not force and now - self._status_at < STATUS_EVERY_S):
             return
         self._status_at = now
-        reports = [w.report() for w in self.workers.values()]
-        busy = sum(r.busy for r in reports)
-        threads = sum(r.threads for r in reports)
-        if self.state is State.RUNNING:
-            booted = sum(1 for w in self.workers.values() if w.booted and not w.stopping)
-            text = (f"{booted}/{self.procs} workers, {busy}/{threads} threads busy, "
-                    f"{sum(r.completed for r in reports)} tasks finished by these workers")
-        else:
-            text = f"Stopping ({self.state.value}): {len(reports)} worker(s), {busy} task(s) " \
-                   "running"
-        self.notifier.status(text)
+        stopping = None if self.state is State.RUNNING else self.state.value
+        self.notifier.status(notify.status_line(self.workers.values(), self.procs, stopping))

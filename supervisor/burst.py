@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import redis
 
 from workers.keys import Keys
+from workers.redisconn import TRANSIENT_ERRORS
+
+log = logging.getLogger("taskexec.supervisor")
+
+CHECK_EVERY_S = 0.2
 
 
 def _name(value: Any) -> str:
@@ -34,3 +41,24 @@ def drained(client: redis.Redis, settings: Any, keys: Keys) -> bool:
             if not stream_drained(client, stream, keys.group):
                 return False
     return True
+
+
+class BurstWatch:
+    """Asked by the supervisor's loop; looks at Redis at most every CHECK_EVERY_S."""
+
+    def __init__(self, client: redis.Redis, settings: Any) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keys.from_settings(settings.keys)
+        self._next = 0.0
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._next
+
+    def drained(self) -> bool:
+        self._next = time.monotonic() + CHECK_EVERY_S
+        try:
+            return drained(self.client, self.settings, self.keys)
+        except TRANSIENT_ERRORS as exc:
+            log.debug("Burst check failed: %s.", exc)
+            return False

@@ -385,6 +385,17 @@ from supervisor.memorycli import memory  # noqa: E402
 cli.add_command(memory)
 
 
+@cli.command()
+@click.option("--unit", "unit_path", type=click.Path(dir_okay=False), default=None,
+              help="The unit file (default: /etc/systemd/system/taskexec.service).")
+@common
+def doctor(obj: dict[str, Any], unit_path: str | None) -> None:
+    """Check the configuration against the systemd unit: stop timeout, kill mode, restarts."""
+    from supervisor.doctor import run as run_doctor
+
+    sys.exit(run_doctor(unit_path, obj.get("conf_dir")))
+
+
 def main() -> None:
     from workers.redisconn import TRANSIENT_ERRORS
 

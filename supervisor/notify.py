@@ -6,6 +6,8 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterable
+from typing import Any
 
 log = logging.getLogger("taskexec.notify")
 
@@ -71,3 +73,15 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def status_line(workers: Iterable[Any], procs: int, stopping: str | None) -> str:
+    """The STATUS= text: workers, busy threads and tasks, from what the workers report."""
+    workers = list(workers)
+    reports = [w.report() for w in workers]
+    busy = sum(r.busy for r in reports)
+    if stopping:
+        return f"Stopping ({stopping}): {len(reports)} worker(s), {busy} task(s) running"
+    booted = sum(1 for w in workers if w.booted and not w.stopping)
+    return (f"{booted}/{procs} workers, {busy}/{sum(r.threads for r in reports)} threads busy, "
+            f"{sum(r.completed for r in reports)} tasks finished by these workers")

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -77,3 +78,17 @@ def judge(slot: SlotState, *, booted: bool, status: int, uptime_s: float, backof
     slot.boot_failures += 1
     return Verdict(Death.BOOT_FAILURE, growing(slot.boot_failures, backoff_max_s),
                    halt=slot.boot_failures >= boot_failures_max)
+
+
+def report(v: Verdict, slot: int, pid: int, death: str, held: list[str],
+           tail: str) -> tuple[int, str]:
+    """(log level, the one line that tells an operator what happened and what comes next)."""
+    if v.death is Death.CLEAN:
+        return logging.INFO, f"Worker {slot} (pid {pid}) exited cleanly."
+    then = f"respawning in {v.delay_s:.1f} s" if v.delay_s else "respawning now"
+    if v.death is Death.CRASH:
+        tasks = f" while running task(s) {', '.join(held)}" if held else ""
+        return logging.ERROR, f"Worker {slot} (pid {pid}) {death}{tasks}; {then}."
+    words = f"; its last words: {tail}" if tail else ""
+    return logging.ERROR, (f"Worker {slot} (pid {pid}) {death} before it booted "
+                           f"({v.death.value}){words}; {then}.")

@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 
+import psutil
 import pytest
 
 from tests.handlers import starts
@@ -35,6 +36,9 @@ def test_s23_stuck_task_cannot_hold_the_stop(harness, redis_server) -> None:
     worker = workers_by_slot(sup.pid)[0]
     sent = time.monotonic()
     sup.send(signal.SIGTERM)
+    # Queued once the worker has the forwarded TERM (its title says it drains).
+    poll(lambda: "(draining)" in " ".join(psutil.Process(worker).cmdline()), 2, 0.01,
+         "the worker draining")
     noops = client.submit_many("noop", [{}] * 20)
     poll(lambda: not alive(worker), GRACEFUL_S + 2, 0.05, "the worker gone")
     code, _ = wait_exit(sup, GRACEFUL_S + 4 - (time.monotonic() - sent))
