@@ -119,13 +119,20 @@ def run(obj: dict[str, Any], procs: int | None, threads: int | None, queues: tup
 def _read_items(data: str | None, jsonl: str | None) -> list[Any]:
     if data is not None and jsonl is not None:
         raise Failure("give --data or --jsonl, not both", ExitCode.USAGE)
+    where = "--data"
     try:
         if jsonl is not None:
+            items = []
             with click.open_file(jsonl, "rb") as fh:
-                return [orjson.loads(line) for line in fh if line.strip()]
+                for n, line in enumerate(fh, 1):
+                    where = f"{'standard input' if jsonl == '-' else jsonl} line {n}"
+                    if line.strip():
+                        items.append(orjson.loads(line))
+            return items
         return [orjson.loads(data) if data is not None else {}]
     except orjson.JSONDecodeError as exc:
-        raise Failure(f"task data is not valid JSON: {exc}", ExitCode.USAGE) from None
+        raise Failure(f"{where}: task data is not valid JSON ({exc.msg})", ExitCode.USAGE) \
+            from None
     except OSError as exc:
         raise Failure(f"cannot read {jsonl}: {exc}", ExitCode.USAGE) from None
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import redis
 
 from workers.errors import RedisUnavailable
@@ -45,6 +46,29 @@ def _answers(sock: Path) -> bool:
         return False
 
 
+def _orphan_pid(sock: Path) -> int | None:
+    """The pid of the server on `sock` if the taskexec process that started it is gone."""
+    try:
+        pid = int(redis.Redis(unix_socket_path=str(sock), socket_timeout=1)
+                  .info("server")["process_id"])
+        parent = psutil.Process(pid).parent()
+        starter = " ".join(parent.cmdline()) if parent else ""
+    except (redis.RedisError, OSError, KeyError, ValueError, psutil.Error):
+        return None
+    return None if starter.startswith("taskexec") else pid
+
+
+def _stop_pid(pid: int, timeout_s: float) -> None:
+    try:
+        proc = psutil.Process(pid)
+        proc.terminate()
+        _, alive = psutil.wait_procs([proc], timeout=timeout_s)
+        for p in alive:
+            p.kill()
+    except psutil.Error:
+        pass
+
+
 class EmbeddedRedis:
     """A private redis-server on a unix socket in redis.embedded.dir, with AOF on."""
 
@@ -53,6 +77,7 @@ class EmbeddedRedis:
         self.dir = Path(settings.redis.embedded.dir).resolve()
         self.socket = embedded_socket(settings)
         self.proc: subprocess.Popen | None = None
+        self.adopted: int | None = None  # a running server left behind by a dead supervisor
 
     @property
     def pid(self) -> int | None:
@@ -61,7 +86,12 @@ class EmbeddedRedis:
     def start(self, timeout_s: float = 10.0) -> bool:
         """Start the server; False when one already answers on the socket (it is reused)."""
         if _answers(self.socket):
-            log.info("Using the embedded Redis already running at %s.", self.socket)
+            self.adopted = _orphan_pid(self.socket)
+            if self.adopted:
+                log.info("Using the embedded Redis (pid %d) whose supervisor is gone at %s; "
+                         "it stops with this one.", self.adopted, self.socket)
+            else:
+                log.info("Using the embedded Redis already running at %s.", self.socket)
             return False
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.socket.exists():
@@ -88,7 +118,12 @@ class EmbeddedRedis:
                                f"{timeout_s:.0f} s")
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the server we started (TERM lets it flush the AOF)."""
+        """Stop the server we started or adopted (TERM lets it flush the AOF)."""
+        if self.adopted:
+            _stop_pid(self.adopted, timeout_s)
+            log.info("Stopped embedded Redis (pid %d).", self.adopted)
+            self.adopted = None
+            return
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.terminate()

@@ -101,6 +101,19 @@ def _existing(folder: Path, pid: int) -> set[Path]:
     return set(folder.glob(snapshot_glob(pid))) if folder.is_dir() else set()
 
 
+def _check_taskexec(pid: int) -> None:
+    """Refuse a pid that is not a taskexec process: SIGUSR1 kills most other programs."""
+    try:
+        title = " ".join(psutil.Process(pid).cmdline())
+    except psutil.NoSuchProcess:
+        raise Failure(f"no process {pid}", ExitCode.NOT_FOUND) from None
+    except psutil.Error as exc:
+        raise Failure(f"cannot inspect process {pid}: {exc}", ExitCode.FAILED) from None
+    if not title.startswith("taskexec"):
+        raise Failure(f"process {pid} is not a taskexec worker or supervisor ({title[:60]!r}); "
+                      "not signalled", ExitCode.USAGE)
+
+
 @memory.command("snapshot")
 @click.option("--pid", "pids", multiple=True, type=int,
               help="Process to snapshot (repeatable; default: every local worker).")
@@ -115,8 +128,7 @@ def snapshot(obj: dict[str, Any], pids: tuple[int, ...], host_id: str | None, ti
     settings = settings_from(obj)
     targets = list(dict.fromkeys(pids)) or _local_workers(obj, host_id or default_host_id())
     for pid in targets:
-        if not psutil.pid_exists(pid):
-            raise Failure(f"no process {pid}", ExitCode.NOT_FOUND)
+        _check_taskexec(pid)
     folders = {pid: _snapshot_dir(settings.memory.snapshot_dir, pid) for pid in targets}
     before = {pid: _existing(folders[pid], pid) for pid in targets}
     for pid in targets:

@@ -112,3 +112,16 @@ def _owners(r) -> set[tuple[str, str]]:
 def _record_seconds(r, task_id: str) -> float:
     created, finished = r.hmget(f"te:task:{task_id}", "created_at", "finished_at")
     return float(finished) - float(created)
+
+
+def test_memory_snapshot_refuses_a_pid_that_is_not_taskexec(harness) -> None:
+    import subprocess
+
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        res = harness.cli("memory", "snapshot", "--pid", str(bystander.pid), "--timeout", "2")
+        assert res.returncode == 2 and b"not a taskexec" in res.stderr
+        assert bystander.poll() is None, "the bystander was not signalled"
+    finally:
+        bystander.kill()
+        bystander.wait(5)
