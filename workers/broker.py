@@ -114,6 +114,8 @@ class Broker:
             reply = self.blocking.xreadgroup(self.group, self.consumer,
                                              dict.fromkeys(streams, ">"), count=1,
                                              block=max(1, int(block_s * 1000)))
+        except redis.ReadOnlyError:
+            raise  # an outage: the loop backs off
         except redis.ResponseError:
             return []  # a lost group or a broken stream: the next READ says which
         by_stream = dict(reply.items()) if isinstance(reply, dict) else dict(reply or [])
