@@ -63,6 +63,7 @@ class Cleanup:
         self.timeout_s = timeout_s
         self.lock = CleanupLock(self.client, keys.cleanup_lock, broker.consumer, lock_ttl_s)
         self.passes = 0
+        self._kinds: dict[str, str] = {}  # heartbeat keys found of the wrong type
         self._next = 0.0
         self.witness = Witness(self.client, broker.consumer, timeout_s)
 
@@ -132,9 +133,7 @@ class Cleanup:
             pipe.type(name)
         for name, kind in zip(names, pipe.execute(), strict=True):
             if _s(kind) not in ("zset", "none"):
-                log.error("Heartbeat key %s of executor %s is a %s, expected a zset; dropping "
-                          "the executor from %s and leaving the key alone.", name, name,
-                          _s(kind), self.keys.registry)
+                self._kinds[name] = _s(kind)
                 ages[name] = -1.0
         return ages
 
@@ -148,6 +147,11 @@ class Cleanup:
         return False
 
     def _remove(self, name: str, broken: bool) -> None:
+        if broken:
+            # Logged here, once, when the executor is dropped; not at every look.
+            log.error("Heartbeat key %s of executor %s is a %s, expected a zset; dropping "
+                      "the executor from %s and leaving the key alone.", name, name,
+                      self._kinds.pop(name, "?"), self.keys.registry)
         pipe = self.client.pipeline(transaction=False)
         pipe.srem(self.keys.registry, name)
         if not broken:
