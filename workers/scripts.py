@@ -38,6 +38,20 @@ return {out, last}
 
 _FINAL = "local final = {done=true, failed=true, cancelled=true, dead=true}\n"
 
+# The start of every script that ends a run (KEYS record, cancel flag, stream; ARGV group,
+# entry id): a record that is gone or already final is left as it is, the message acknowledged.
+_SETTLED = _FINAL + """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+  return {'missing'}
+end
+local status = redis.call('HGET', KEYS[1], 'status')
+if final[status] then
+  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+  return {'final', status}
+end
+"""
+
 # KEYS: record, cancel flag, stream. ARGV: group, entry id, consumer, now, log line,
 # max log chars. Marks the task running unless it is final, cancelled or gone.
 BEGIN = _FINAL + """
@@ -65,16 +79,7 @@ return {'run', n}
 # log line, max log chars, result ttl. Writes the final status and acknowledges in one step;
 # a record already final or gone is left as it is (a wiped record is never recreated), and a
 # task cancelled while it ran ends cancelled whatever its handler returned.
-FINISH = _FINAL + """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-  return {'missing'}
-end
-local status = redis.call('HGET', KEYS[1], 'status')
-if final[status] then
-  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-  return {'final', status}
-end
+FINISH = _SETTLED + """
 local new = ARGV[3]
 local result = ARGV[4]
 local line = ARGV[7]
@@ -233,16 +238,7 @@ return gone
 # KEYS: record, cancel flag, stream, delayed set. ARGV: group, entry id, delay s, message,
 # log line, max log chars, error, max attempts. A handler asked to run again later: the
 # message waits in the delayed set (scored with server time) and the record is queued again.
-RETRY = _FINAL + """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-  return {'missing'}
-end
-local status = redis.call('HGET', KEYS[1], 'status')
-if final[status] then
-  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-  return {'final', status}
-end
+RETRY = _SETTLED + """
 local msg = redis.call('HGET', KEYS[1], 'progress_msg') or ''
 local runs = tonumber(redis.call('HGET', KEYS[1], 'retry_count') or '0') or 0
 if redis.call('EXISTS', KEYS[2]) == 1 or runs >= tonumber(ARGV[8]) then
