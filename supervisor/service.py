@@ -105,6 +105,9 @@ def serve(settings: Any, *, host_id: str, burst: bool = False,
             except HostIdInUse as exc:
                 log.error("Not starting: %s.", exc)
                 return int(ExitCode.USAGE)
+            except TRANSIENT_ERRORS as exc:
+                raise RedisUnavailable(f"lost {describe(settings)} while claiming host id "
+                                       f"{host_id}: {exc}") from exc
             try:
                 sup = Supervisor(settings, host_id=host_id, client=client, burst=burst,
                                  on_tick=on_tick, reload=reload, notifier=notifier,

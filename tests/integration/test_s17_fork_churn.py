@@ -23,7 +23,7 @@ from tests.support_proc import (
 
 pytestmark = pytest.mark.timeout(90)
 
-CHURN_S = 10  # the scenario's 60 s, scaled down; HUP every 3 s instead of 10
+CHURN_S = 7  # the scenario's 60 s, scaled down; HUP every 3 s instead of 10
 
 
 def _at(line: str) -> float:

@@ -15,7 +15,7 @@ from tests.support_proc import beating, wait_exit, with_proc_handlers, workers_b
 
 pytestmark = pytest.mark.timeout(90)
 
-CHURN_S = 10  # the scenario's 60 s, scaled down; kills every 1 s and TTOU/TTIN every 1.5 s
+CHURN_S = 7  # the scenario's 60 s, scaled down; kills every 1 s and TTOU/TTIN every 1.5 s
 
 _SENT = re.compile(r"Sending (SIG\w+) to (?:the process group of )?worker \d+ \(pid (\d+)\)")
 _DIED = re.compile(r"taskexec\.supervisor: Worker \d+ \(pid (\d+)\) (?:exited|was killed|ended)")

@@ -17,7 +17,7 @@ from tests.support_proc import alive, wait_exit, with_proc_handlers, workers_by_
 pytestmark = pytest.mark.timeout(120)
 
 GRACEFUL_S = 3  # the scenario's 5 s, scaled down: worker gone in +2 s, supervisor in +4 s
-REPEATS = 4  # the scenario's 30, scaled down
+REPEATS = 3  # the scenario's 30, scaled down
 
 
 def _pending(r) -> int:

@@ -13,7 +13,7 @@ from tests.support_proc import beating, wait_exit, with_proc_handlers
 
 pytestmark = pytest.mark.timeout(60)
 
-TASK_S = 9  # the scenario's 20 s, scaled down: still well past heartbeat.timeout_s (5) + cleanup
+TASK_S = 7  # the scenario's 20 s, scaled down: still well past heartbeat.timeout_s (5) + cleanup
 
 
 def test_s24_drain_renews_leases_until_the_task_is_done(harness, redis_server) -> None:

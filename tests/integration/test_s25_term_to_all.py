@@ -14,8 +14,8 @@ from tests.support_proc import beating, log_lines, wait_exit, with_proc_handlers
 
 pytestmark = pytest.mark.timeout(90)
 
-GRACEFUL_S = 2  # the scenario's 5 s, scaled down; long tasks 4 s instead of 20, short 1.5 s
-LONG_S, SHORT_S = 4, 1.5
+GRACEFUL_S = 1.5  # the scenario's 5 s, scaled down; long tasks 3 s instead of 20, short 1 s
+LONG_S, SHORT_S = 3, 1
 
 
 @pytest.mark.parametrize("everyone", [True, False], ids=["term-all", "term-supervisor"])

@@ -12,7 +12,7 @@ from tests.support_proc import NotifySocket, wait_exit, with_proc_handlers
 
 pytestmark = pytest.mark.timeout(60)
 
-REDIS_LATE_S = 4  # the scenario's 15 s, scaled down
+REDIS_LATE_S = 2  # the scenario's 15 s, scaled down
 
 
 def test_s46_ready_once_after_every_worker_and_only_from_the_supervisor(

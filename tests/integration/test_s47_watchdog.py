@@ -13,8 +13,8 @@ from tests.support_proc import NotifySocket, wait_exit, with_proc_handlers
 
 pytestmark = pytest.mark.timeout(60)
 
-BUSY_S = 5  # the scenario's 30 s of CPU-bound tasks, scaled down
-STOPPED_S = 2  # the scenario's 5 s with the supervisor stopped, scaled down
+BUSY_S = 3  # the scenario's 30 s of CPU-bound tasks, scaled down
+STOPPED_S = 1.5  # the scenario's 5 s with the supervisor stopped, scaled down
 
 
 def _gaps(stamps: list[float]) -> list[float]:
@@ -57,7 +57,7 @@ def test_s47_no_watchdog_no_pings(harness, redis_server, tmp_path) -> None:
     notify = NotifySocket(tmp_path / "notify.sock")
     sup = harness.start("run", "--procs", "1", env=notify.env())
     notify.wait_for("READY=1", 20)
-    time.sleep(1.5)  # ok: long enough for pings to show if any were sent
+    time.sleep(1)  # ok: long enough for pings to show if any were sent
     sup.send(signal.SIGTERM)
     assert wait_exit(sup, 15)[0] == 0
     assert "WATCHDOG=1" not in notify.texts()

@@ -17,7 +17,7 @@ from workers.config import load_settings
 pytestmark = pytest.mark.timeout(90)
 
 UNIT = ROOT / "systemd" / "taskexec.service"
-GRACEFUL_S = 2  # the test configuration's drain, scaled down; tasks 4 s instead of 20
+GRACEFUL_S = 1.5  # the test configuration's drain, scaled down; tasks 3 s instead of 20
 
 
 def _finishes(r, task_id: str) -> int:
@@ -44,7 +44,7 @@ def test_s48_emulated_stop_needs_no_sigkill_and_loses_nothing(harness, redis_ser
     r = redis_server.client()
     sup = harness.start("run", "--procs", "2", "--threads", "2", "--host-id", "h48")
     beating(r, 2, 20)
-    ids = harness.client().submit_many("count", [{"seconds": 4}] * 4)
+    ids = harness.client().submit_many("count", [{"seconds": 3}] * 4)
     poll(lambda: statuses(r, ids) == ["running"] * 4, 10, 0.05, "4 tasks running")
     tree = [sup.pid, *workers_by_slot(sup.pid).values()]
     sent = time.monotonic()

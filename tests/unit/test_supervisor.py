@@ -68,6 +68,10 @@ def sup(tmp_path, redis_server, monkeypatch):
     # One clock for the supervisor and for the channel stamps the "workers" write.
     monkeypatch.setattr(arbiter.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(restarts, "HEALTHY_UPTIME_S", 10.0)
+    # pytest's own process may run helper threads; the supervisor's process runs none.
+    threads = [1]
+    monkeypatch.setattr(arbiter.threading, "active_count", lambda: threads[0])
+    s.threads = threads
     s.clock = clock
     yield s
     for w in s.workers.values():
@@ -92,6 +96,18 @@ def test_spawns_one_worker_per_slot(sup) -> None:
     assert sorted(w.slot for w in sup.workers.values()) == [0, 1]
     _pass(sup)
     assert len(sup.workers) == 2, "converged: nothing more spawned"
+
+
+def test_no_fork_while_another_thread_runs_unless_it_never_ends(sup) -> None:
+    sup.threads[0] = 2  # a memory snapshot being written
+    _pass(sup)
+    assert not sup.workers
+    sup.clock[0] += arbiter.FORK_WAIT_MAX_S
+    _pass(sup)
+    assert len(sup.workers) == 1, "after a bounded wait it forks anyway, one at a time"
+    sup.threads[0] = 1
+    _pass(sup)
+    assert len(sup.workers) == 2
 
 
 def test_dead_worker_group_killed_before_reaping_then_respawned(sup) -> None:
