@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tests.delivery_support import runs
 from tests.handlers import starts
 from tests.support import heartbeats, poll, statuses
 from tests.support_proc import beating, log_lines, wait_exit, with_proc_handlers
@@ -15,14 +16,6 @@ from tests.support_proc import beating, log_lines, wait_exit, with_proc_handlers
 pytestmark = pytest.mark.timeout(90)
 
 TASK_S = 3  # the scenario's 10 s, scaled down: long enough to be mid-task at each kill
-
-
-def _runs(r, task_id: str) -> list[tuple[str, float, int]]:
-    out = []
-    for entry in r.lrange(f"test:runs:{task_id}", 0, -1):
-        kind, at, pid = entry.decode().split()
-        out.append((kind, float(at), int(pid)))
-    return out
 
 
 def _kill_and_check(r, sup, victim: dict, sig: int, others: list[str]) -> dict:
@@ -40,9 +33,9 @@ def _kill_and_check(r, sup, victim: dict, sig: int, others: list[str]) -> dict:
                 3, message="the death logged")
     assert all(t in line for t in held), line
     for task_id in held:
-        runs = poll(lambda t=task_id: [x for x in _runs(r, t) if x[0] == "start"][1:], 5, 0.05,
-                    f"{task_id} started again")
-        assert runs[0][2] == new["pid"] and runs[0][1] - killed_at < 5.0
+        again = poll(lambda t=task_id: [x for x in runs(r, t) if x[0] == "start"][1:], 5, 0.05,
+                     f"{task_id} started again")
+        assert again[0][2] == new["pid"] and again[0][1] - killed_at < 5.0
     assert all(starts(r, t) == 1 for t in others), "the other slot's tasks were not disturbed"
     return new
 
