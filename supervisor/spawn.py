@@ -99,6 +99,8 @@ def run_child(worker: Worker, channel: Channel, *, handled: Iterable[int],
         logging.getLogger("taskexec.worker").error(
             "Worker %d (pid %d) %s: %s: %s", worker.slot, os.getpid(),
             "failed" if booted else "could not boot", type(exc).__name__, exc)
+        if not channel.tail():  # logging to a file (logging.dir) leaves stderr silent
+            channel.set_tail(f"{type(exc).__name__}: {exc}")
     finally:
         kill_descendants()
         logging.shutdown()
