@@ -6,6 +6,7 @@ import datetime
 import decimal
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -32,6 +33,7 @@ def _started(task: dict) -> None:
 def poison_kill(task: dict, ctx: Any) -> None:
     _started(task)
     os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)
 
 
 def poison_exit(task: dict, ctx: Any) -> None:
@@ -41,7 +43,10 @@ def poison_exit(task: dict, ctx: Any) -> None:
 
 def poison_segv(task: dict, ctx: Any) -> None:
     _started(task)
-    os.kill(os.getpid(), signal.SIGSEGV)
+    # To this thread, as a real fault would be; and never return, even while the kernel
+    # takes its time over the core dump.
+    signal.pthread_kill(threading.get_ident(), signal.SIGSEGV)
+    time.sleep(60)
 
 
 def raise_exit(task: dict, ctx: Any) -> None:

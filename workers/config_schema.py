@@ -371,7 +371,13 @@ def mask_url(url: str) -> str:
     for pair in parts.query.split("&") if parts.query else ():
         name = pair.partition("=")[0]
         pairs.append(f"{name}={MASK}" if _SECRET_QUERY.search(name) else pair)
-    return urlunsplit(parts._replace(netloc=netloc, query="&".join(pairs)))
+    masked = urlunsplit(parts._replace(netloc=netloc, query="&".join(pairs)))
+    prefix = parts.scheme + "://"
+    if url.startswith(prefix) and not masked.startswith(prefix):
+        masked = prefix + masked[len(parts.scheme) + 1:].lstrip("/")  # unix:///p, not unix:/p
+        if not parts.netloc:
+            masked = prefix + "/" + masked[len(prefix):]
+    return masked
 
 
 @dataclass(frozen=True)
