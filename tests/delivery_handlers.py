@@ -33,7 +33,7 @@ def _started(task: dict) -> None:
 def poison_kill(task: dict, ctx: Any) -> None:
     _started(task)
     os.kill(os.getpid(), signal.SIGKILL)
-    time.sleep(60)
+    time.sleep(60)  # ok: the handler never returns; its worker is already dying
 
 
 def poison_exit(task: dict, ctx: Any) -> None:
@@ -46,7 +46,7 @@ def poison_segv(task: dict, ctx: Any) -> None:
     # To this thread, as a real fault would be; and never return, even while the kernel
     # takes its time over the core dump.
     signal.pthread_kill(threading.get_ident(), signal.SIGSEGV)
-    time.sleep(60)
+    time.sleep(60)  # ok: the handler never returns; its worker is already dying
 
 
 def raise_exit(task: dict, ctx: Any) -> None:
