@@ -36,6 +36,11 @@ def _strangers(sup_pid: int, r) -> list[str]:
         except psutil.Error:
             continue
     names = _names_by_port(r)
+    if any(names.get(port) == "" for _, _, port in held):
+        # A connection opened a moment ago has not had its CLIENT SETNAME yet (it is sent in
+        # the handshake): look again before judging it.
+        time.sleep(0.5)  # ok: a second look at a connection still in its handshake
+        names = {port: name or names.get(port, "") for port, name in _names_by_port(r).items()}
     bad = []
     for pid, title, port in held:
         name = names.get(port)
