@@ -59,7 +59,7 @@ def crash(bench: Bench, n: int, seconds: float) -> dict[str, float]:
             STREAM, GROUP, "-", "+", 1000, consumername=victim)]
         deadline = time.monotonic() + GIVE_UP_S
         while done_count(bench, ids) < n and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(0.01)  # ok: poll interval of the deadline loop above
         respawned = [t for c, t in svc.first_heartbeats().items() if c not in before]
     return analyse(bench, ids, held, killed_at, respawned)
 
