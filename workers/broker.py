@@ -22,6 +22,7 @@ class Message:
     fields: dict[bytes, bytes]
     deliveries: int = 1
     death: str = ""  # why its previous consumer stopped, when it was taken over
+    begun: Any = None  # the begin step's reply when the read began it (READ_BEGIN)
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Broker:
         self.blocking = blocking
         self.group = group
         self.consumer = consumer
-        self._read = client.register_script(scripts.READ)
+        self._read = client.register_script(scripts.READ_BEGIN)
         self._dead = client.register_script(scripts.DEAD_LETTER)
         self._claim = client.register_script(scripts.CLAIM)
         self._renew = client.register_script(scripts.RENEW)
@@ -69,9 +70,18 @@ class Broker:
                 return False
             raise
 
-    def read(self, streams: list[str], count: int) -> ReadResult:
-        """Up to `count` new messages, taken from the highest-priority stream first."""
-        out, last = self._read(keys=streams, args=[self.group, self.consumer, count])
+    def read_args(self, streams: list[str], count: int, begin: list[Any], vet: list[Any]
+                  ) -> tuple[Any, list[str], list[Any]]:
+        """The READ_BEGIN call for `run_scripts`: up to `count` messages, each begun if vetted.
+
+        `begin` is the begin step's arguments after group and consumer (now, log line prefix,
+        max log chars); `vet` the vetting arguments (key parts, byte limit, task types).
+        """
+        return self._read, streams, [self.group, self.consumer, *begin, count, *vet]
+
+    def read_result(self, reply: Any) -> ReadResult:
+        """The messages of a READ_BEGIN reply, highest-priority stream first."""
+        out, last = reply
         result = ReadResult()
         for item in out:
             stream, kind = _s(item[0]), _s(item[1])
@@ -80,9 +90,9 @@ class Broker:
                 raise_if_transient(_s(item[2]), self.client)
                 result.errors[stream] = _s(item[2])
                 continue
-            for entry_id, flat in item[2]:
+            for entry_id, flat, begun in item[2]:
                 fields = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
-                result.messages.append(Message(stream, _s(entry_id), fields))
+                result.messages.append(Message(stream, _s(entry_id), fields, begun=begun))
         for stream, last_id in last:
             result.last_ids[_s(stream)] = _s(last_id)
         return result

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+
+log = logging.getLogger("taskexec.executor")
 
 
 class BoundedExecutor:
     """Slots are taken on submit and given back only when the caller says the task is settled.
 
     A slot stays taken until the task's final status is written and its message acknowledged,
-    so the number of messages a worker holds never exceeds its threads.
+    so the number of messages a worker holds never exceeds its threads. The threads take plain
+    callables from one queue: no futures, since nobody waits on a task's return value (its
+    outcome goes to the store), and they cost time on every task of a busy worker.
     """
 
     def __init__(self, threads: int, name: str = "task") -> None:
         self.threads = threads
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Condition()
         self._busy = 0
+        for i in range(threads):
+            threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True).start()
 
     @property
     def busy(self) -> int:
@@ -32,20 +39,22 @@ class BoundedExecutor:
             if self._busy >= self.threads:
                 raise RuntimeError("no free slot: the caller must read only free_slots() messages")
             self._busy += 1
-        self._pool.submit(fn)
+        self._queue.put(fn)
+
+    def _work(self) -> None:
+        while True:
+            fn = self._queue.get()
+            try:
+                fn()  # the callable settles a task's own errors: they are its outcome
+            except Exception:  # a bug outside the handler must not cost the pool a thread
+                log.exception("Unexpected error in a task thread; the thread goes on.")
 
     def release(self, n: int = 1) -> None:
         with self._lock:
             self._busy -= n
             self._lock.notify_all()
 
-    def wait_for_slot(self, timeout_s: float) -> bool:
-        with self._lock:
-            return self._lock.wait_for(lambda: self._busy < self.threads, timeout_s)
-
     def wait_idle(self, timeout_s: float) -> bool:
         with self._lock:
             return self._lock.wait_for(lambda: self._busy == 0, timeout_s)
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)

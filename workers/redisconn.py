@@ -190,7 +190,7 @@ def connect(settings: Any, *, name: str, max_connections: int | None = None,
 class WorkerClients:
     """A worker's clients, together within `redis.max_connections` connections."""
 
-    client: redis.Redis  # the consume loop, the completer, the task threads, clean-up
+    client: redis.Redis  # the consume loop, the task threads and their final statuses
     blocking: redis.Redis  # the blocking read alone, so it never holds up the rest
     heartbeat: redis.Redis | None  # its own connection, or None to share `client`
 

@@ -4,42 +4,22 @@ redis-py's Script objects run them with EVALSHA and load them again when a resta
 has forgotten them (NOSCRIPT), also inside pipelines.
 """
 
-# Reads up to ARGV[3] new messages across the streams in KEYS, highest priority first, so a
-# worker never takes more than it has free slots. A broken stream (wrong type, no group) is
-# reported and skipped instead of failing the read of the others. When nothing was read, the
-# last entry id of each sound stream is returned for the wake-up XREAD that follows.
-READ = """
-local out = {}
-local last = {}
-local left = tonumber(ARGV[3])
-for i, key in ipairs(KEYS) do
-  if left > 0 then
-    local ok, res = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[1], ARGV[2],
-                          'COUNT', left, 'STREAMS', key, '>')
-    if not ok then
-      out[#out + 1] = {key, 'error', res['err'] or tostring(res)}
-    elseif res then
-      local entries = res[1][2]
-      left = left - #entries
-      out[#out + 1] = {key, 'entries', entries}
-    end
-  end
-end
-if left == tonumber(ARGV[3]) then
-  for i, key in ipairs(KEYS) do
-    local ok, res = pcall(redis.call, 'XREVRANGE', key, '+', '-', 'COUNT', 1)
-    if ok then
-      if res[1] then last[#last + 1] = {key, res[1][1]} else last[#last + 1] = {key, '0-0'} end
-    end
-  end
-end
-return {out, last}
-"""
-
 _FINAL = "local final = {done=true, failed=true, cancelled=true, dead=true}\n"
 
-# The start of every script that ends a run (KEYS record, cancel flag, stream; ARGV group,
-# entry id): a record that is gone or already final is left as it is, the message acknowledged.
+# Runs one task's step of a batch script: a key of the wrong type fails that task's reply
+# ({'error', text}), not the whole batch. A record of the wrong type fails at the step's first
+# command, a read, so that step writes nothing.
+_GUARDED = """
+local function guarded(fn, ...)
+  local ok, res = pcall(fn, ...)
+  if ok then return res end
+  if type(res) == 'table' then res = res['err'] or 'script error' end
+  return {'error', tostring(res)}
+end
+"""
+
+# The start of RETRY (KEYS record, cancel flag, stream; ARGV group, entry id): a record that is
+# gone or already final is left as it is, the message acknowledged.
 _SETTLED = _FINAL + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
@@ -52,55 +32,143 @@ if final[status] then
 end
 """
 
-# KEYS: record, cancel flag, stream. ARGV: group, entry id, consumer, now, log line,
-# max log chars. Marks the task running unless it is final, cancelled or gone.
-BEGIN = _FINAL + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
-local status = redis.call('HGET', KEYS[1], 'status')
-if final[status] then
-  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-  return {'final', status}
+# The begin step of one task, shared by BEGIN_MANY and READ_BEGIN. ARGV[1..5]: group, consumer,
+# now, log line prefix, max log chars. The task is marked running unless it is final,
+# cancelled or gone: {'run', runs} | {'missing'} | {'final', status} | {'cancelled'}.
+_BEGIN = _FINAL + _GUARDED + """
+local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
+local function begin(rec, flag, stream, entry)
+  local status = redis.call('HGET', rec, 'status')
+  if not status and redis.call('EXISTS', rec) == 0 then return {'missing'} end
+  if final[status] then
+    redis.call('XACK', stream, group, entry)
+    return {'final', status}
+  end
+  if redis.call('DEL', flag) == 1 then
+    local msg = redis.call('HGET', rec, 'progress_msg') or ''
+    redis.call('HSET', rec, 'status', 'cancelled', 'progress', '-1', 'finished_at', now,
+               'progress_msg', string.sub(msg .. ARGV[4] .. ' Task cancelled before start.\\n',
+                                          -tonumber(ARGV[5])))
+    redis.call('XACK', stream, group, entry)
+    return {'cancelled'}
+  end
+  local n = redis.call('HINCRBY', rec, 'retry_count', 1)
+  redis.call('HSET', rec, 'status', 'running', 'begin_at', now, 'consumer', consumer)
+  return {'run', n}
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  local msg = redis.call('HGET', KEYS[1], 'progress_msg') or ''
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'progress', '-1', 'finished_at', ARGV[4],
-             'progress_msg', string.sub(msg .. ARGV[5] .. ' Task cancelled before start.\\n',
-                                        -tonumber(ARGV[6])))
-  redis.call('DEL', KEYS[2])
-  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-  return {'cancelled'}
-end
-local n = redis.call('HINCRBY', KEYS[1], 'retry_count', 1)
-redis.call('HSET', KEYS[1], 'status', 'running', 'begin_at', ARGV[4], 'consumer', ARGV[3])
-return {'run', n}
 """
 
-# KEYS: record, cancel flag, stream. ARGV: group, entry id, status, result, error, now,
-# log line, max log chars, result ttl. Writes the final status and acknowledges in one step;
-# a record already final or gone is left as it is (a wiped record is never recreated), and a
-# task cancelled while it ran ends cancelled whatever its handler returned.
-FINISH = _SETTLED + """
-local new = ARGV[3]
-local result = ARGV[4]
-local line = ARGV[7]
-if new == 'done' and redis.call('EXISTS', KEYS[2]) == 1 then
-  new = 'cancelled'
-  result = ''
-  line = string.gsub(line, ' Task done.*', ' Task cancelled.')
+# Begins a batch of tasks in one call. KEYS: record, cancel flag and stream of each task.
+# ARGV: as _BEGIN, then the entry id of each task. One reply per task.
+BEGIN_MANY = _BEGIN + """
+local out = {}
+for i = 6, #ARGV do
+  local k = (i - 6) * 3
+  out[#out + 1] = guarded(begin, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[i])
 end
-local progress = '1'
-if new ~= 'done' then progress = '-1' end
-local begin = tonumber(redis.call('HGET', KEYS[1], 'begin_at') or '')
-local duration = ''
-if begin then duration = string.format('%.3f', tonumber(ARGV[6]) - begin) end
-local msg = redis.call('HGET', KEYS[1], 'progress_msg') or ''
-redis.call('HSET', KEYS[1], 'status', new, 'progress', progress, 'result', result,
-           'error', ARGV[5], 'finished_at', ARGV[6], 'process_duration', duration,
-           'progress_msg', string.sub(msg .. line .. '\\n', -tonumber(ARGV[8])))
-redis.call('DEL', KEYS[2])
-redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-if tonumber(ARGV[9]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[9]) end
-return {new}
+return out
+"""
+
+# Reads up to ARGV[6] new messages across the streams in KEYS, highest priority first (so a
+# worker never takes more than it has free slots), and begins each one it can vet, in the
+# same call. ARGV: as _BEGIN, then count, the record key's text before and after the id, the
+# cancel flag's likewise, queue.max_message_bytes and the registered task types. A message it
+# cannot vet (no JSON object, a bad id, an unknown type, too large) gets {'check'}: the worker
+# parses it and says why in the dead-letter stream. The record and cancel keys are built here,
+# not passed in KEYS: fine on a single Redis, the only kind taskexec supports. A broken stream
+# (wrong type, no group) is reported and skipped instead of failing the read of the others.
+# When nothing was read, the last entry id of each sound stream is returned for the wake-up.
+READ_BEGIN = _BEGIN + """
+local left = tonumber(ARGV[6])
+local max_bytes = tonumber(ARGV[11])
+local types = {}
+for i = 12, #ARGV do types[ARGV[i]] = true end
+local function vetted(flat)
+  local raw = nil
+  for i = 1, #flat, 2 do if flat[i] == 'message' then raw = flat[i + 1] end end
+  if not raw or #raw > max_bytes then return nil end
+  local ok, task = pcall(cjson.decode, raw)
+  if not ok or type(task) ~= 'table' then return nil end
+  local id, kind = task['id'], task['task_type']
+  if type(id) ~= 'string' or #id > 128 or not string.match(id, '^[%w_.:%-]+$') then return nil end
+  if type(kind) ~= 'string' or not types[kind] then return nil end
+  return id
+end
+local out, last = {}, {}
+for _, key in ipairs(KEYS) do
+  if left > 0 then
+    local ok, res = pcall(redis.call, 'XREADGROUP', 'GROUP', group, consumer,
+                          'COUNT', left, 'STREAMS', key, '>')
+    if not ok then
+      out[#out + 1] = {key, 'error', res['err'] or tostring(res)}
+    elseif res then
+      local entries = {}
+      for _, e in ipairs(res[1][2]) do
+        local id = vetted(e[2])
+        local reply = {'check'}
+        if id then
+          reply = guarded(begin, ARGV[7] .. id .. ARGV[8], ARGV[9] .. id .. ARGV[10], key, e[1])
+        end
+        entries[#entries + 1] = {e[1], e[2], reply}
+      end
+      left = left - #entries
+      out[#out + 1] = {key, 'entries', entries}
+    end
+  end
+end
+if left == tonumber(ARGV[6]) then
+  for _, key in ipairs(KEYS) do
+    local ok, res = pcall(redis.call, 'XREVRANGE', key, '+', '-', 'COUNT', 1)
+    if ok then
+      if res[1] then last[#last + 1] = {key, res[1][1]} else last[#last + 1] = {key, '0-0'} end
+    end
+  end
+end
+return {out, last}
+"""
+
+# Ends a batch of runs in one call. KEYS: record, cancel flag and stream of each run. ARGV:
+# group, now, max log chars, result ttl, then five per run: entry id, status, result, error,
+# log line. Each final status is written and its message acknowledged together; a record
+# already final or gone is left as it is (a wiped record is never recreated), and a task
+# cancelled while it ran ends cancelled whatever its handler returned. One reply per run:
+# {status} | {'missing'} | {'final', status}.
+FINISH_MANY = _FINAL + _GUARDED + """
+local group, now, keep, ttl = ARGV[1], ARGV[2], -tonumber(ARGV[3]), tonumber(ARGV[4])
+local function finish(rec, flag, stream, entry, new, result, err, line)
+  local cur = redis.call('HMGET', rec, 'status', 'begin_at', 'progress_msg')
+  if not cur[1] and redis.call('EXISTS', rec) == 0 then
+    redis.call('XACK', stream, group, entry)
+    return {'missing'}
+  end
+  if final[cur[1]] then
+    redis.call('XACK', stream, group, entry)
+    return {'final', cur[1]}
+  end
+  if redis.call('DEL', flag) == 1 and new == 'done' then
+    new = 'cancelled'
+    result = ''
+    line = string.gsub(line, ' Task done.*', ' Task cancelled.')
+  end
+  local progress = '1'
+  if new ~= 'done' then progress = '-1' end
+  local begin = tonumber(cur[2] or '')
+  local duration = ''
+  if begin then duration = string.format('%.3f', tonumber(now) - begin) end
+  redis.call('HSET', rec, 'status', new, 'progress', progress, 'result', result, 'error', err,
+             'finished_at', now, 'process_duration', duration,
+             'progress_msg', string.sub((cur[3] or '') .. line .. '\\n', keep))
+  redis.call('XACK', stream, group, entry)
+  if ttl > 0 then redis.call('EXPIRE', rec, ttl) end
+  return {new}
+end
+local out = {}
+for i = 5, #ARGV, 5 do
+  local k = (i - 5) / 5 * 3
+  out[#out + 1] = guarded(finish, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[i], ARGV[i + 1],
+                          ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+end
+return out
 """
 
 # KEYS: record, cancel flag. ARGV: progress, log line (may be empty), max log chars.
@@ -216,7 +284,7 @@ return {out, lost}
 
 # KEYS: stream. ARGV: group, consumer, entry ids... Resets the idle time of the entries this
 # consumer still owns (JUSTID: the delivery count stays); returns the ids another consumer
-# holds now (taken over), not those acknowledged meanwhile by this consumer's own completer.
+# holds now (taken over), not those this consumer acknowledged meanwhile.
 RENEW = """
 local owned, gone = {}, {}
 for i = 3, #ARGV do

@@ -79,6 +79,13 @@ def run_scripts(client: redis.Redis, calls: list[tuple[Any, list[Any], list[Any]
     return replies
 
 
+def step_reply(reply: list[Any]) -> Any:
+    """One task's reply of a batch script; its {'error', text} as the exception it stands for."""
+    if reply and reply[0] == b"error":
+        return redis.ResponseError(reply[1].decode("utf-8", "replace"))
+    return reply
+
+
 @dataclass(frozen=True)
 class Completion:
     """The outcome of one run of a task, on its way to the store."""
@@ -106,8 +113,8 @@ class TaskStore:
         self.cancel_ttl_s = cancel_ttl_s
         self.result_ttl_s = result_ttl_s
         self.max_attempts = max_attempts
-        self._begin = client.register_script(scripts.BEGIN)
-        self._finish = client.register_script(scripts.FINISH)
+        self._begin = client.register_script(scripts.BEGIN_MANY)
+        self._finish = client.register_script(scripts.FINISH_MANY)
         self._progress = client.register_script(scripts.PROGRESS)
         self._submit = client.register_script(scripts.SUBMIT)
         self._cancel = client.register_script(scripts.CANCEL)
@@ -149,30 +156,70 @@ class TaskStore:
 
     # Worker side ---------------------------------------------------------------------------
 
-    def begin_many(self, items: list[tuple[str, str, str]], consumer: str) -> list[list[Any]]:
-        """Mark each (task id, stream, entry id) running, in one round trip."""
-        now = repr(time.time())
-        prefix = log_line("")[:-1]
-        return run_scripts(self.client, [
-            (self._begin, self._task_keys(task_id) + [stream],
-             [self.group, entry_id, consumer, now, prefix, self.max_log_chars])
-            for task_id, stream, entry_id in items], raise_on_error=False)
+    def begin_args(self) -> list[Any]:
+        """The begin step's arguments after group and consumer: now, log prefix, log limit."""
+        return [repr(time.time()), log_line("")[:-1], self.max_log_chars]
 
-    def finish_many(self, done: list[Completion]) -> list[Any]:
-        """Write final statuses and acknowledge their messages, in one round trip."""
+    def vet_args(self, task_types: Iterable[str], max_message_bytes: int) -> list[Any]:
+        """READ_BEGIN's vetting arguments: the record and cancel keys around the id, the byte
+        limit and the task types this worker runs."""
+        record = self.keys.task.split("{id}", 1)
+        cancel = self.keys.cancel.split("{id}", 1)
+        return [*record, *cancel, max_message_bytes, *sorted(task_types)]
+
+    def begin_many(self, items: list[tuple[str, str, str]], consumer: str) -> list[list[Any]]:
+        """Mark each (task id, stream, entry id) running: one script call, one round trip.
+
+        One reply per item; a record that could not be read (wrong type) gives an exception.
+        """
+        if not items:
+            return []
+        keys: list[Any] = []
+        args: list[Any] = [self.group, consumer, *self.begin_args()]
+        for task_id, stream, entry_id in items:
+            keys += self._task_keys(task_id)
+            keys.append(stream)
+            args.append(entry_id)
+        (replies,) = run_scripts(self.client, [(self._begin, keys, args)])
+        return [step_reply(r) for r in replies]
+
+    def finish_calls(self, done: list[Completion]) -> list[tuple[Any, list[Any], list[Any]]]:
+        """The script calls that write these final statuses and acknowledge their messages:
+        one FINISH_MANY for all, and one RETRY per run that asked to run again later."""
         now = time.time()
+        keys: list[Any] = []
+        args: list[Any] = [self.group, repr(now), self.max_log_chars, int(self.result_ttl_s)]
         calls: list[tuple[Any, list[Any], list[Any]]] = []
         for c in done:
-            keys = self._task_keys(c.task_id) + [c.stream]
+            task_keys = self._task_keys(c.task_id) + [c.stream]
             if c.status == "retry":
-                calls.append((self._retry, keys + [self.keys.delayed], [
+                calls.append((self._retry, task_keys + [self.keys.delayed], [
                     self.group, c.entry_id, c.delay_s, c.payload, log_line(c.message, now),
                     self.max_log_chars, c.error, self.max_attempts]))
                 continue
-            calls.append((self._finish, keys, [
-                self.group, c.entry_id, c.status, c.result, c.error, repr(now),
-                log_line(c.message, now), self.max_log_chars, int(self.result_ttl_s)]))
-        return run_scripts(self.client, calls)
+            keys += task_keys
+            args += [c.entry_id, c.status, c.result, c.error, log_line(c.message, now)]
+        return ([(self._finish, keys, args)] if keys else []) + calls
+
+    @staticmethod
+    def finish_replies(done: list[Completion], replies: list[Any]) -> list[Any]:
+        """One reply per completion, from the replies of `finish_calls`, in order.
+
+        A call that failed as a whole raises; a record that could not be read (wrong type)
+        gives an exception, and its message stays pending for the takeover to deliver again.
+        """
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        batch = any(c.status != "retry" for c in done)
+        finished = iter([step_reply(r) for r in replies[0]] if batch else [])
+        retried = iter(replies[1 if batch else 0:])
+        return [next(retried) if c.status == "retry" else next(finished) for c in done]
+
+    def finish_many(self, done: list[Completion]) -> list[Any]:
+        """Write final statuses and acknowledge their messages, in one round trip."""
+        calls = self.finish_calls(done)
+        return self.finish_replies(done, run_scripts(self.client, calls, raise_on_error=False))
 
     def progress(self, task_id: str, value: float | None, message: str) -> str:
         """'ok', or why the handler should stop: 'cancelled', 'missing' or the status."""

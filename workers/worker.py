@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -10,6 +11,7 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +21,7 @@ import psutil
 import workers
 from workers import jsonsafe, messages, scripts
 from workers.backoff import Backoff, Throttle
-from workers.broker import Broker, Message
+from workers.broker import Broker, Message, ReadResult
 from workers.cleanup import Cleanup
 from workers.context import TaskContext
 from workers.errors import RetryTask, TaskCancelled
@@ -30,9 +32,9 @@ from workers.keys import Keys
 from workers.lifecycle import Lifecycle, end_process
 from workers.memory import MemoryDebugger
 from workers.outage import Outage
-from workers.redisconn import TRANSIENT_ERRORS, connect_worker
+from workers.redisconn import TRANSIENT_ERRORS, connect_worker, raise_if_transient
 from workers.redisinfo import eviction_risk
-from workers.store import Completion, TaskStore
+from workers.store import Completion, TaskStore, run_scripts, step_reply
 from workers.takeover import Takeover
 
 log = logging.getLogger("taskexec.worker")
@@ -88,7 +90,11 @@ class Worker:
         self.completed = 0
         self.running: dict[str, Running] = {}
         self._lock = threading.Lock()
-        self._completions: queue.SimpleQueue[Completion | None] = queue.SimpleQueue()
+        self._completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        self._outcome = threading.Event()  # set when an outcome is queued
+        self._writer = threading.Lock()  # held by whoever writes the outcomes (see _complete)
+        self._unwritten: list[Completion] = []  # outcomes a failed write kept, with the writer
+        self._ready: list[tuple[Running, dict[str, Any]]] = []  # begun, waiting for a slot
         self._broken: dict[str, float] = {}  # stream -> monotonic time to retry it
         self._stream_backoff: dict[str, Backoff] = {}
         self._broken_report_at: dict[str, float] = {}  # stream -> when to log it again
@@ -163,10 +169,11 @@ class Worker:
             outage=self.outage.duty("heartbeats"))
         self.heartbeat.beat()
         self.heartbeat.start()
-        threading.Thread(target=self._complete_loop, name="completer", daemon=True).start()
         log.info("Worker %d (pid %d) consumes %s as %s with %d threads; handlers: %s.",
                  self.slot, self.pid, ", ".join(self.streams), self.consumer,
                  s.executor.threads, ", ".join(sorted(self.handlers)))
+        self._vet = self.store.vet_args(self.handlers, s.queue.max_message_bytes)
+        self._writer.acquire()  # the consume loop's until it blocks in Redis or drains
         self.lifecycle = Lifecycle(self, self.channel)  # from here on the worker has booted
 
     def _ensure_groups(self) -> None:
@@ -206,26 +213,31 @@ class Worker:
         return self.drain()
 
     def step(self) -> None:
-        """One pass: read up to the free slots, dispatch, or wait for a slot or a message."""
+        """One pass: the outcomes that came in are written and up to the free slots read and
+        begun, all in one round trip; with neither, wait for a message or an outcome."""
         self._touch_liveness()
-        free = min(self.executor.free_slots(), self.lifecycle.quota())
-        if free <= 0:
-            self.executor.wait_for_slot(self.settings.queue.block_s)
-            return
-        if self._unstarted:
-            msgs, self._unstarted = self._unstarted, []
-            self.dispatch(msgs)
-            return
+        self._start_ready()
         self._housekeeping()
-        msgs = self.takeover.claim(free) if self.takeover.orphans else []
-        if not msgs:
-            msgs = self._read(free)
-        if msgs and self.stop_signal is not None:
-            # Read as the stop came: not started; the drain queues them again.
-            self._unstarted = msgs
-            return
-        if msgs:
-            self.dispatch(msgs)
+        done = self._take_completions()
+        free = (min(self.executor.free_slots() + len(done), self.lifecycle.quota())
+                - len(self._ready))
+        taken: list[Message] = []  # read earlier or taken over: begun after the exchange
+        if free > 0:
+            if self._unstarted:
+                taken, self._unstarted = self._unstarted, []
+            elif self.takeover.orphans:
+                taken = self.takeover.claim(free)
+        reading = free > 0 and not taken and self.stop_signal is None
+        streams = self._sound_streams() if reading else []
+        result = self._exchange(done, streams, free) if done or streams else None
+        if taken:
+            self.dispatch(taken)
+        elif result is not None and result.messages:
+            self._begun(result.messages)
+        elif result is not None and not done:
+            self._wait_for_message(streams, result, free)
+        elif not done:
+            self._wait_for_outcome(min(self.settings.queue.block_s, 0.5))
 
     def _housekeeping(self) -> None:
         """Once a second: due retries back onto their streams; dead consumers looked for."""
@@ -236,13 +248,37 @@ class Worker:
         if self.takeover.scan_due():
             self.takeover.scan()
 
-    def _read(self, free: int) -> list[Message]:
+    def _sound_streams(self) -> list[str]:
         now = time.monotonic()
-        streams = [s for s in self.streams if self._broken.get(s, 0) <= now]
-        if not streams:
-            time.sleep(min(self.settings.queue.block_s, 0.5))
-            return []
-        result = self.broker.read(streams, free)
+        return [s for s in self.streams if self._broken.get(s, 0) <= now]
+
+    def _exchange(self, done: list[Completion], streams: list[str], free: int
+                  ) -> ReadResult | None:
+        """Write `done` and, with `streams`, read and begin up to `free` messages: one round
+        trip. Outcomes that could not be written are kept and written on a later step."""
+        calls = self.store.finish_calls(done) if done else []
+        if streams:
+            calls.append(self.broker.read_args(streams, free, self.store.begin_args(), self._vet))
+        try:
+            if done:
+                replies = run_scripts(self.client, calls, raise_on_error=False)
+            else:
+                # Only a read: a task thread that finishes meanwhile writes its own outcome,
+                # so a lightly loaded worker never holds one back for a round trip.
+                with self._writer_released():
+                    replies = run_scripts(self.client, calls, raise_on_error=False)
+        except TRANSIENT_ERRORS:
+            self._unwritten = done + self._unwritten
+            raise
+        read = replies.pop() if streams else None
+        if done:
+            self._settle_or_keep(done, replies)
+        if read is None:
+            return None
+        if isinstance(read, Exception):
+            raise_if_transient(str(read), self.client)
+            raise read
+        result = self.broker.read_result(read)
         for stream, error in result.errors.items():
             if "NOGROUP" in error:
                 self._recreate_group(stream)
@@ -252,15 +288,40 @@ class Worker:
             if stream not in result.errors and stream in self._stream_backoff:
                 del self._stream_backoff[stream]
                 self._broken_report_at.pop(stream, None)
-        if not result.messages:
-            sound = [s for s in streams if s not in result.errors]
+        return result
+
+    def _wait_for_message(self, streams: list[str], result: ReadResult, free: int) -> None:
+        """Nothing to read: block in Redis until a message comes, while the task threads write
+        their own outcomes."""
+        sound = [s for s in streams if s not in result.errors]
+        with self._writer_released():
+            if not self._completions.empty():
+                return  # an outcome came meanwhile: the next step writes it
             if sound and free >= len(sound):
                 # With a free slot per stream the wake-up can be the read itself: one round
                 # trip, and each new message wakes one consumer. Short blocks, so a worker told
                 # to stop takes no new message for long.
-                return self.broker.read_blocking(sound, min(self.settings.queue.block_s, 0.2))
-            self.broker.wait_for_new(result.last_ids, self.settings.queue.block_s)
-        return result.messages
+                msgs = self.broker.read_blocking(sound, min(self.settings.queue.block_s, 0.2))
+            else:
+                self.broker.wait_for_new(result.last_ids, self.settings.queue.block_s)
+                msgs = []
+        if msgs and self.stop_signal is not None:
+            self._unstarted = msgs  # read as the stop came: not begun; the drain gives them back
+        elif msgs:
+            self.dispatch(msgs)
+
+    @contextlib.contextmanager
+    def _writer_released(self) -> Iterator[None]:
+        self._writer.release()
+        try:
+            yield
+        finally:
+            self._writer.acquire()
+
+    def _wait_for_outcome(self, timeout_s: float) -> None:
+        self._outcome.clear()
+        if self._completions.empty():
+            self._outcome.wait(timeout_s)
 
     def _recreate_group(self, stream: str) -> None:
         if self.broker.ensure_group(stream) and self._throttle.ready("group:" + stream):
@@ -281,6 +342,7 @@ class Worker:
     # Dispatch --------------------------------------------------------------------------------
 
     def dispatch(self, msgs: list[Message]) -> None:
+        """Begin messages read without their begin (taken over, or woken by the blocking read)."""
         runnable: list[tuple[Message, dict[str, Any]]] = []
         for msg in msgs:
             task = self._validate(msg)
@@ -296,20 +358,36 @@ class Worker:
             self._unstarted = [m for m, _ in runnable]
             raise
         for (msg, task), reply in zip(runnable, replies, strict=True):
-            if isinstance(reply, Exception):
-                self._dead_letter(msg, f"cannot begin task: {reply}", task["id"])
+            self._after_begin(msg, task, reply)
+
+    def _begun(self, msgs: list[Message]) -> None:
+        """Start the messages READ_BEGIN began; those it could not vet are looked at here."""
+        unvetted = []
+        for msg in msgs:
+            if msg.begun[0] == b"check":
+                unvetted.append(msg)
                 continue
-            outcome = reply[0].decode()
-            if outcome == "run":
-                self._start(msg, task)
-            elif outcome == "missing":
-                self._dead_letter(msg, f"task record {self.keys.task_record(task['id'])} is "
-                                  "missing", task["id"])
-            elif outcome == "cancelled":
-                log.info("Task %s was cancelled before it started; skipped.", task["id"])
-            else:
-                log.debug("Task %s is already %s; message %s acknowledged.", task["id"],
-                          reply[1].decode(), msg.entry_id)
+            task = self._validate(msg)
+            if task is not None:
+                self._after_begin(msg, task, step_reply(msg.begun))
+        if unvetted:
+            self.dispatch(unvetted)
+
+    def _after_begin(self, msg: Message, task: dict[str, Any], reply: Any) -> None:
+        if isinstance(reply, Exception):
+            self._dead_letter(msg, f"cannot begin task: {reply}", task["id"])
+            return
+        outcome = reply[0].decode()
+        if outcome == "run":
+            self._start(msg, task)
+        elif outcome == "missing":
+            self._dead_letter(msg, f"task record {self.keys.task_record(task['id'])} is "
+                              "missing", task["id"])
+        elif outcome == "cancelled":
+            log.info("Task %s was cancelled before it started; skipped.", task["id"])
+        else:
+            log.debug("Task %s is already %s; message %s acknowledged.", task["id"],
+                      reply[1].decode(), msg.entry_id)
 
     def _validate(self, msg: Message) -> dict[str, Any] | None:
         """The task of a runnable message; anything else is dead-lettered here."""
@@ -351,8 +429,17 @@ class Worker:
                       payload=msg.fields.get(b"message", b""))
         run.ctx = TaskContext(task["id"], self.store, log.getChild(task["task_type"]))
         with self._lock:
-            self.running[msg.entry_id] = run
-        self.executor.submit(lambda: self._run_task(run, task))
+            self.running[msg.entry_id] = run  # its lease is renewed from now on
+        if self.executor.free_slots() > 0:
+            self.executor.submit(lambda: self._run_task(run, task))
+        else:
+            # Begun while outcomes that were to free its slot could not be written yet.
+            self._ready.append((run, task))
+
+    def _start_ready(self) -> None:
+        while self._ready and self.executor.free_slots() > 0:
+            run, task = self._ready.pop(0)
+            self.executor.submit(lambda run=run, task=task: self._run_task(run, task))
 
     def _run_task(self, run: Running, task: dict[str, Any]) -> None:
         handler = self.handlers[run.task_type]
@@ -374,43 +461,73 @@ class Worker:
             # The record keeps where it failed: the innermost frames, one line each.
             frames = traceback.extract_tb(exc.__traceback__)[-3:]
             error += "".join(f"\n  at {f.filename}:{f.lineno} in {f.name}" for f in frames)
-        self._completions.put(Completion(run.task_id, run.stream, run.entry_id, status,
-                                         result, error, message, delay, run.payload))
+        self._complete(Completion(run.task_id, run.stream, run.entry_id, status, result, error,
+                                  message, delay, run.payload))
 
-    # Completion: final statuses and acks are written by one thread, batched -----------------
+    # Completion: final statuses and acks, batched -------------------------------------------
+    # The consume loop holds the writer lock and writes the outcomes with its next read. While
+    # it blocks in Redis, or drains, it lets go: a task thread then writes its own outcome at
+    # once, with whatever the others queued meanwhile.
 
-    def _complete_loop(self) -> None:
-        backoff = Backoff(0.05, 2.0)
+    def _complete(self, completion: Completion) -> None:
+        self._completions.put(completion)
+        self._outcome.set()
+        while not self._completions.empty() and self._writer.acquire(blocking=False):
+            try:
+                self._write_completions()
+            finally:
+                self._writer.release()
+            # An outcome queued while this thread wrote, by a thread that found the writer
+            # taken, is seen by the empty() check above: none is left behind.
+
+    def _take_completions(self) -> list[Completion]:
+        """The outcomes to write, the ones a failed write kept first. With the writer lock."""
+        batch, self._unwritten = self._unwritten, []
         while True:
-            first = self._completions.get()
-            if first is None:
-                return
-            batch = [first]
-            while True:
-                try:
-                    nxt = self._completions.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._completions.put(None)
-                    break
-                batch.append(nxt)
-            while True:
-                try:
-                    replies = self.store.finish_many(batch)
-                    backoff.reset()
-                    self._finish_outage.succeeded()
-                    break
-                except TRANSIENT_ERRORS as exc:
-                    # Never drop a completion: the record becomes final once Redis answers.
-                    self._finish_outage.failed(exc)
-                    time.sleep(backoff.next_delay())
-            self._settle(batch, replies)
+            try:
+                batch.append(self._completions.get_nowait())
+            except queue.Empty:
+                return batch
+
+    def _write_completions(self) -> None:
+        """One try at writing the queued outcomes, with the writer lock; kept if it fails."""
+        batch = self._take_completions()
+        if not batch:
+            return
+        try:
+            replies = run_scripts(self.client, self.store.finish_calls(batch),
+                                  raise_on_error=False)
+        except TRANSIENT_ERRORS as exc:
+            # Never drop a completion: the record becomes final once Redis answers.
+            self._unwritten = batch + self._unwritten
+            self._finish_outage.failed(exc)
+            return
+        self._settle_or_keep(batch, replies)
+
+    def _settle_or_keep(self, batch: list[Completion], replies: list[Any]) -> None:
+        try:
+            settled = self.store.finish_replies(batch, replies)
+        except Exception as exc:  # e.g. OOM or a demoted primary: written on a later try
+            self._unwritten = batch + self._unwritten
+            if isinstance(exc, TRANSIENT_ERRORS):
+                self._finish_outage.failed(exc)
+            elif self._throttle.ready("finish:" + type(exc).__name__):
+                log.error("Worker %d: cannot write %d final status(es): %s; retrying.",
+                          self.slot, len(batch), exc)
+            return
+        self._finish_outage.succeeded()
+        self._settle(batch, settled)
 
     def _settle(self, batch: list[Completion], replies: list[Any]) -> None:
         with self._lock:
             for c, reply in zip(batch, replies, strict=True):
                 self.running.pop(c.entry_id, None)
+                if isinstance(reply, Exception):
+                    # Left pending and no longer renewed: the takeover delivers it again, and
+                    # its begin dead-letters it with this same error.
+                    log.error("Task %s: final status %s not written: %s.", c.task_id,
+                              c.status, reply)
+                    continue
                 final = reply[0].decode()
                 if final == "final":
                     log.info("Task %s was already %s when its run ended; left as it was.",
@@ -450,15 +567,17 @@ class Worker:
         if self._unstarted:
             self._give_back()
         deadline = time.monotonic() + self.settings.executor.graceful_timeout_s
+        self._writer.release()  # the task threads write their own outcomes from here on
         while self.running and time.monotonic() < deadline and not self.quick:
             self._touch_liveness()
+            with self._writer:
+                self._write_completions()  # what could not be written before, if anything
             self.executor.wait_idle(0.2)
         if self.running:
             log.warning("Worker %d: %d task(s) unfinished at the deadline; left for reclaim: %s.",
                         self.slot, len(self.running),
                         ", ".join(r.task_id for r in self.running.values()))
             end_process(0)
-        self._completions.put(None)
         self.heartbeat.stop()
         self.heartbeat.deregister()
         for stream in self.streams:

@@ -60,7 +60,7 @@ def latency(bench: Bench, n: int) -> dict[str, float]:
     recs = [{k: float(v) for k, v in r.items()}
             for r in bench.records(ids, "created_at", "begin_at", "finished_at")]
     # Where the time goes: queued -> begun (wake-up, READ, BEGIN prepared), begun -> finished
-    # (BEGIN's round trip, hand-offs to the pool and the completer, the handler), finished ->
+    # (BEGIN's round trip, the hand-off to a task thread, the handler), finished ->
     # seen (FINISH's round trip and the producer's poll).
     segments = {
         "rec": [r["finished_at"] - r["created_at"] for r in recs],

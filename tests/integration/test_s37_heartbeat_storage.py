@@ -118,7 +118,10 @@ def test_s37_registry_of_the_wrong_type(conf: Conf, harness: Harness, redis_serv
     res = harness.cli("queues", "--json")
     assert res.returncode == 0, res.stderr.decode()
     rows = {row["stream"]: row for row in json.loads(res.stdout)}
-    assert rows["te.0.common"]["length"] == 3 and rows["te.0.common"]["lag"] == 0
+    # Read from the streams alone. (Their length is not asserted: a clean-up pass may have
+    # trimmed the acknowledged entries by now.)
+    row = rows["te.0.common"]
+    assert (row["consumers"], row["pending"], row["lag"]) == (1, 0, 0), row
 
     # Several beats and clean-up passes later: one error naming the key and the type.
     (key,) = poll(lambda: list(r.scan_iter(match=CONSUMERS)), 5, message="a heartbeat zset")
