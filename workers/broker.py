@@ -13,7 +13,7 @@ from workers import scripts
 from workers.redisconn import raise_if_transient
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     """One stream entry as read, before its task is parsed."""
 
@@ -91,7 +91,8 @@ class Broker:
                 result.errors[stream] = _s(item[2])
                 continue
             for entry_id, flat, begun in item[2]:
-                fields = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
+                pairs = iter(flat or ())  # field, value, field, value...
+                fields = dict(zip(pairs, pairs, strict=True))
                 result.messages.append(Message(stream, _s(entry_id), fields, begun=begun))
         for stream, last_id in last:
             result.last_ids[_s(stream)] = _s(last_id)

@@ -22,7 +22,7 @@ class BoundedExecutor:
     def __init__(self, threads: int, name: str = "task") -> None:
         self.threads = threads
         self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._lock = threading.Condition()
+        self._lock = threading.Condition(threading.Lock())
         self._busy = 0
         for i in range(threads):
             threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True).start()

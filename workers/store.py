@@ -86,7 +86,7 @@ def step_reply(reply: list[Any]) -> Any:
     return reply
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Completion:
     """The outcome of one run of a task, on its way to the store."""
 

@@ -46,7 +46,7 @@ def consumer_name(host_id: str, slot: int, pid: int) -> str:
     return f"task_executor_{host_id}_{slot}_{pid}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Running:
     """A task this worker has begun and not yet settled."""
 
@@ -173,6 +173,7 @@ class Worker:
                  self.slot, self.pid, ", ".join(self.streams), self.consumer,
                  s.executor.threads, ", ".join(sorted(self.handlers)))
         self._vet = self.store.vet_args(self.handlers, s.queue.max_message_bytes)
+        self._loggers = {name: log.getChild(name) for name in self.handlers}
         self._writer.acquire()  # the consume loop's until it blocks in Redis or drains
         self.lifecycle = Lifecycle(self, self.channel)  # from here on the worker has booted
 
@@ -427,7 +428,7 @@ class Worker:
     def _start(self, msg: Message, task: dict[str, Any]) -> None:
         run = Running(task["id"], task["task_type"], msg.stream, msg.entry_id, time.time(),
                       payload=msg.fields.get(b"message", b""))
-        run.ctx = TaskContext(task["id"], self.store, log.getChild(task["task_type"]))
+        run.ctx = TaskContext(task["id"], self.store, self._loggers[task["task_type"]])
         with self._lock:
             self.running[msg.entry_id] = run  # its lease is renewed from now on
         if self.executor.free_slots() > 0:
