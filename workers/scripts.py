@@ -228,8 +228,9 @@ return {'requested'}
 DEAD_LETTER = _FINAL + """
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', '100000', '*', unpack(ARGV, 5))
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
-  local status = redis.call('HGET', KEYS[3], 'status')
-  if not final[status] then
+  -- A record of the wrong type is left as it is: the message is dead-lettered all the same.
+  local ok, status = pcall(redis.call, 'HGET', KEYS[3], 'status')
+  if ok and not final[status] then
     redis.call('HSET', KEYS[3], 'status', 'dead', 'progress', '-1', 'error', ARGV[4])
   end
 end

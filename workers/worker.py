@@ -412,12 +412,18 @@ class Worker:
 
     def _dead_letter(self, msg: Message, reason: str, task_id: str | None) -> None:
         queue_name = self._queue_of(msg.stream)
+        try:
+            self.broker.dead_letter(
+                msg, self.keys.dead(queue_name), reason=reason, task_id=task_id,
+                record_key=self.keys.task_record(task_id) if task_id else None,
+                preview=messages.preview(msg.fields))
+        except Exception as exc:  # the rest of its batch still starts
+            log.warning("Message %s on %s (task %s) could not be dead-lettered (%s): %s; it "
+                        "stays pending and is delivered again.", msg.entry_id, msg.stream,
+                        task_id or "unknown", reason, exc)
+            return
         log.warning("Message %s on %s dead-lettered (task %s): %s.", msg.entry_id, msg.stream,
                     task_id or "unknown", reason)
-        self.broker.dead_letter(
-            msg, self.keys.dead(queue_name), reason=reason, task_id=task_id,
-            record_key=self.keys.task_record(task_id) if task_id else None,
-            preview=messages.preview(msg.fields))
 
     def _queue_of(self, stream: str) -> str:
         for q in self.settings.queue.names:
