@@ -9,6 +9,9 @@ from collections.abc import Callable
 
 log = logging.getLogger("taskexec.executor")
 
+# A task, run on a task thread; it may return the next task for that same thread.
+Task = Callable[[], "Task | None"]
+
 
 class BoundedExecutor:
     """Slots are taken on submit and given back only when the caller says the task is settled.
@@ -21,7 +24,7 @@ class BoundedExecutor:
 
     def __init__(self, threads: int, name: str = "task") -> None:
         self.threads = threads
-        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Task] = queue.SimpleQueue()
         self._lock = threading.Condition(threading.Lock())
         self._busy = 0
         for i in range(threads):
@@ -34,20 +37,28 @@ class BoundedExecutor:
     def free_slots(self) -> int:
         return self.threads - self._busy
 
-    def submit(self, fn: Callable[[], None]) -> None:
+    def take_slot(self) -> bool:
+        """Take a free slot for a task the caller runs on its own task thread."""
         with self._lock:
             if self._busy >= self.threads:
-                raise RuntimeError("no free slot: the caller must read only free_slots() messages")
+                return False
             self._busy += 1
+            return True
+
+    def submit(self, fn: Task) -> None:
+        if not self.take_slot():
+            raise RuntimeError("no free slot: the caller must read only free_slots() messages")
         self._queue.put(fn)
 
     def _work(self) -> None:
         while True:
-            fn = self._queue.get()
-            try:
-                fn()  # the callable settles a task's own errors: they are its outcome
-            except Exception:  # a bug outside the handler must not cost the pool a thread
-                log.exception("Unexpected error in a task thread; the thread goes on.")
+            fn: Task | None = self._queue.get()
+            while fn is not None:  # a task may hand its thread the next one
+                try:
+                    fn = fn()
+                except Exception:  # a bug outside the handler must not cost the pool a thread
+                    log.exception("Unexpected error in a task thread; the thread goes on.")
+                    fn = None
 
     def release(self, n: int = 1) -> None:
         with self._lock:

@@ -25,9 +25,6 @@ log = logging.getLogger("taskexec.worker")
 
 MIB = 1024 * 1024
 RSS_EVERY_S = 1.0
-# After tasks complete it is measured sooner, but not after each one: a busy worker completes
-# thousands a second, and each reading costs a /proc read.
-RSS_AFTER_TASK_S = 0.05
 LIMITS_EVERY_S = 0.25
 NO_QUOTA = 1 << 30
 
@@ -132,14 +129,22 @@ class Lifecycle:
     def _check_rss(self) -> None:
         now = time.monotonic()
         completed = self.w.completed
-        every = RSS_EVERY_S if completed == self._rss_completed else RSS_AFTER_TASK_S
-        if now - self._rss_at < every:
+        # With a limit it is measured after tasks complete, so a growing worker is replaced at
+        # once; without one it is only reported, and once a second is enough (each reading is
+        # a /proc read, and a busy worker completes thousands of tasks a second).
+        if now - self._rss_at < RSS_EVERY_S and not (
+                self.max_rss and completed != self._rss_completed):
             return
         self._rss_at, self._rss_completed = now, completed
+        self.within_memory()
+
+    def within_memory(self) -> bool:
+        """Measure the RSS now; above memory.max_rss_mb the worker is to be replaced."""
         self.rss = self._measure_rss()
         if self.max_rss and self.rss > self.max_rss:
             self.recycle(f"its RSS of {self.rss // MIB} MiB is above memory.max_rss_mb "
                          f"{self.max_rss // MIB}")
+        return self.reason is None
 
     def _check_time_limits(self) -> None:
         now = time.monotonic()

@@ -13,6 +13,7 @@ import redis
 
 from workers import scripts
 from workers.keys import Keys
+from workers.redisconn import raise_if_transient
 
 RECORD_FIELDS = (
     "id", "task_type", "queue", "priority", "status", "progress", "progress_msg", "retry_count",
@@ -80,9 +81,15 @@ def run_scripts(client: redis.Redis, calls: list[tuple[Any, list[Any], list[Any]
 
 
 def step_reply(reply: list[Any]) -> Any:
-    """One task's reply of a batch script; its {'error', text} as the exception it stands for."""
+    """One task's reply of a batch script. Its {'error', text} is returned as an exception when
+    the task's own key is at fault (a record of the wrong type), and raised otherwise: a
+    refused write (a replica, no memory) fails the whole batch, to be tried again."""
     if reply and reply[0] == b"error":
-        return redis.ResponseError(reply[1].decode("utf-8", "replace"))
+        text = reply[1].decode("utf-8", "replace")
+        if "WRONGTYPE" in text:
+            return redis.ResponseError(text)
+        raise_if_transient(text)
+        raise redis.ResponseError(text)
     return reply
 
 

@@ -25,7 +25,7 @@ from workers.broker import Broker, Message, ReadResult
 from workers.cleanup import Cleanup
 from workers.context import TaskContext
 from workers.errors import RetryTask, TaskCancelled
-from workers.executor import BoundedExecutor
+from workers.executor import BoundedExecutor, Task
 from workers.handlers import Handler, load_handlers
 from workers.heartbeat import Heartbeat
 from workers.keys import Keys
@@ -40,6 +40,9 @@ from workers.takeover import Takeover
 log = logging.getLogger("taskexec.worker")
 
 BROKEN_RETRY_S = 3.0  # longest wait before a stream that could not be read is tried again
+# A task thread that ran a task this long refills its own slot (see _refill); shorter tasks
+# leave it to the loop, which reads for many slots at once.
+LONG_RUN_S = 0.002
 
 
 def consumer_name(host_id: str, slot: int, pid: int) -> str:
@@ -95,6 +98,7 @@ class Worker:
         self._writer = threading.Lock()  # held by whoever writes the outcomes (see _complete)
         self._unwritten: list[Completion] = []  # outcomes a failed write kept, with the writer
         self._ready: list[tuple[Running, dict[str, Any]]] = []  # begun, waiting for a slot
+        self._accepting = True  # False once the loop ends: task threads read no more
         self._broken: dict[str, float] = {}  # stream -> monotonic time to retry it
         self._stream_backoff: dict[str, Backoff] = {}
         self._broken_report_at: dict[str, float] = {}  # stream -> when to log it again
@@ -361,26 +365,34 @@ class Worker:
         for (msg, task), reply in zip(runnable, replies, strict=True):
             self._after_begin(msg, task, reply)
 
-    def _begun(self, msgs: list[Message]) -> None:
-        """Start the messages READ_BEGIN began; those it could not vet are looked at here."""
+    def _begun(self, msgs: list[Message], held: bool = False) -> Task | None:
+        """Start the messages READ_BEGIN began; those it could not vet are looked at here.
+
+        With `held` (the calling task thread holds a slot), the first one to run is returned
+        for that thread to run, in that slot.
+        """
         unvetted = []
+        mine = None
         for msg in msgs:
             if msg.begun[0] == b"check":
                 unvetted.append(msg)
                 continue
             task = self._validate(msg)
             if task is not None:
-                self._after_begin(msg, task, step_reply(msg.begun))
+                run = self._after_begin(msg, task, step_reply(msg.begun), held and not mine)
+                mine = mine or run
         if unvetted:
             self.dispatch(unvetted)
+        return mine
 
-    def _after_begin(self, msg: Message, task: dict[str, Any], reply: Any) -> None:
+    def _after_begin(self, msg: Message, task: dict[str, Any], reply: Any,
+                     held: bool = False) -> Task | None:
         if isinstance(reply, Exception):
             self._dead_letter(msg, f"cannot begin task: {reply}", task["id"])
-            return
+            return None
         outcome = reply[0].decode()
         if outcome == "run":
-            self._start(msg, task)
+            return self._start(msg, task, held)
         elif outcome == "missing":
             self._dead_letter(msg, f"task record {self.keys.task_record(task['id'])} is "
                               "missing", task["id"])
@@ -389,6 +401,7 @@ class Worker:
         else:
             log.debug("Task %s is already %s; message %s acknowledged.", task["id"],
                       reply[1].decode(), msg.entry_id)
+        return None
 
     def _validate(self, msg: Message) -> dict[str, Any] | None:
         """The task of a runnable message; anything else is dead-lettered here."""
@@ -431,25 +444,29 @@ class Worker:
                 return q
         return stream
 
-    def _start(self, msg: Message, task: dict[str, Any]) -> None:
+    def _start(self, msg: Message, task: dict[str, Any], held: bool = False) -> Task | None:
         run = Running(task["id"], task["task_type"], msg.stream, msg.entry_id, time.time(),
                       payload=msg.fields.get(b"message", b""))
         run.ctx = TaskContext(task["id"], self.store, self._loggers[task["task_type"]])
         with self._lock:
             self.running[msg.entry_id] = run  # its lease is renewed from now on
+        if held:
+            return lambda: self._run_task(run, task)
         if self.executor.free_slots() > 0:
             self.executor.submit(lambda: self._run_task(run, task))
         else:
             # Begun while outcomes that were to free its slot could not be written yet.
             self._ready.append((run, task))
+        return None
 
     def _start_ready(self) -> None:
         while self._ready and self.executor.free_slots() > 0:
             run, task = self._ready.pop(0)
             self.executor.submit(lambda run=run, task=task: self._run_task(run, task))
 
-    def _run_task(self, run: Running, task: dict[str, Any]) -> None:
+    def _run_task(self, run: Running, task: dict[str, Any]) -> Task | None:
         handler = self.handlers[run.task_type]
+        started = time.monotonic()
         status, result, error, message, delay = "done", "", "", "Task done.", 0.0
         try:
             result = jsonsafe.dumps(handler(task, run.ctx))
@@ -468,13 +485,77 @@ class Worker:
             # The record keeps where it failed: the innermost frames, one line each.
             frames = traceback.extract_tb(exc.__traceback__)[-3:]
             error += "".join(f"\n  at {f.filename}:{f.lineno} in {f.name}" for f in frames)
-        self._complete(Completion(run.task_id, run.stream, run.entry_id, status, result, error,
-                                  message, delay, run.payload))
+        completion = Completion(run.task_id, run.stream, run.entry_id, status, result, error,
+                                message, delay, run.payload)
+        if time.monotonic() - started >= LONG_RUN_S and self._may_refill():
+            return self._refill(completion)
+        self._complete(completion)
+        return None
 
     # Completion: final statuses and acks, batched -------------------------------------------
-    # The consume loop holds the writer lock and writes the outcomes with its next read. While
-    # it blocks in Redis, or drains, it lets go: a task thread then writes its own outcome at
-    # once, with whatever the others queued meanwhile.
+    # The consume loop holds the writer lock and writes the outcomes with its next read: short
+    # tasks come back in batches. While it blocks in Redis, or drains, it lets go: a task thread
+    # then writes its own outcome at once, with whatever the others queued meanwhile. A thread
+    # that ran a long task (LONG_RUN_S) refills its own slot instead: see _refill.
+
+    def _may_refill(self) -> bool:
+        # Not with executor.max_tasks_per_worker: the loop and the threads would share one
+        # count of tasks left. With memory.max_rss_mb the RSS is read first, as after any task.
+        lc = self.lifecycle
+        return (self._accepting and self.stop_signal is None and lc.reason is None
+                and not lc.max_tasks and not self._unstarted and not self.takeover.orphans
+                and (not lc.max_rss or lc.within_memory()))
+
+    def _refill(self, completion: Completion) -> Task | None:
+        """Write this thread's outcome and read one message for its slot, in one round trip,
+        and return the task read for this thread to run next, in the same slot.
+
+        No lock: the slot passes from the task that ended to the one read, so the worker never
+        holds more messages than it has threads. Whatever goes wrong is left to the loop.
+        """
+        streams = self._sound_streams()
+        calls = self.store.finish_calls([completion])
+        if streams:
+            calls.append(self.broker.read_args(streams, 1, self.store.begin_args(), self._vet))
+        try:
+            replies = run_scripts(self.client, calls, raise_on_error=False)
+        except Exception as exc:
+            self._hand_to_loop(completion, exc)
+            return None
+        read = replies.pop() if streams else None
+        try:
+            settled = self.store.finish_replies([completion], replies)
+        except Exception as exc:  # its slot stays taken until the loop writes it
+            self._hand_to_loop(completion, exc)
+            held = False
+        else:
+            self._finish_outage.succeeded()
+            self._settle([completion], settled, keep_slot=True)
+            held = True
+        mine = None
+        if read is not None and not isinstance(read, Exception):
+            # What it read and could not start stays pending: the takeover delivers it again.
+            try:
+                result = self.broker.read_result(read)
+                if result.messages:
+                    mine = self._begun(result.messages, held=held)
+            except TRANSIENT_ERRORS as exc:
+                self._loop_outage.failed(exc)
+            except Exception as exc:
+                if self._throttle.ready("refill:" + type(exc).__name__):
+                    log.exception("Worker %d: a task thread's read failed: %s; going on.",
+                                  self.slot, exc)
+        if mine is None:
+            if held:
+                self.executor.release(1)
+            self._outcome.set()  # a slot is free again: the loop reads for it
+        return mine
+
+    def _hand_to_loop(self, completion: Completion, exc: Exception) -> None:
+        if isinstance(exc, TRANSIENT_ERRORS):
+            self._finish_outage.failed(exc)
+        self._completions.put(completion)
+        self._outcome.set()
 
     def _complete(self, completion: Completion) -> None:
         self._completions.put(completion)
@@ -525,7 +606,9 @@ class Worker:
         self._finish_outage.succeeded()
         self._settle(batch, settled)
 
-    def _settle(self, batch: list[Completion], replies: list[Any]) -> None:
+    def _settle(self, batch: list[Completion], replies: list[Any], keep_slot: bool = False
+                ) -> None:
+        """Count the outcomes and free their slots (one kept, for the caller's next task)."""
         with self._lock:
             for c, reply in zip(batch, replies, strict=True):
                 self.running.pop(c.entry_id, None)
@@ -546,7 +629,7 @@ class Worker:
                 if final == "missing":
                     log.info("Task %s finished but its record is gone; not recreated.", c.task_id)
             self.completed += len(batch)
-        self.executor.release(len(batch))
+        self.executor.release(len(batch) - keep_slot)
 
     # Stop ------------------------------------------------------------------------------------
 
@@ -574,6 +657,7 @@ class Worker:
         if self._unstarted:
             self._give_back()
         deadline = time.monotonic() + self.settings.executor.graceful_timeout_s
+        self._accepting = False
         self._writer.release()  # the task threads write their own outcomes from here on
         while self.running and time.monotonic() < deadline and not self.quick:
             self._touch_liveness()
