@@ -42,7 +42,7 @@ class CpuWatch:
     def __init__(self, redis_pid: int) -> None:
         self.redis_pid = redis_pid
 
-    def _now(self) -> tuple[float, float, float]:
+    def _now(self) -> tuple[float, float, float, float]:
         t = psutil.cpu_times()
         busy = sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) \
             - getattr(t, "guest_nice", 0.0)
@@ -52,15 +52,21 @@ class CpuWatch:
             own += r.user + r.system
         except psutil.Error:
             pass
-        return time.monotonic(), busy, own
+        return time.monotonic(), busy, own, getattr(t, "steal", 0.0)
 
     def start(self) -> None:
         self._start = self._now()
 
     def foreign_cores(self) -> float:
-        """Mean number of cores busy with other processes since start()."""
-        (t0, busy0, own0), (t1, busy1, own1) = self._start, self._now()
+        """Mean number of cores busy with other processes since start(), the time a virtual
+        machine's host took for others (steal) included."""
+        (t0, busy0, own0, _), (t1, busy1, own1, _) = self._start, self._now()
         return max(0.0, (busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-6)
+
+    def stolen_cores(self) -> float:
+        """Of those, the mean number of cores the host took (steal) since start()."""
+        (t0, *_, steal0), (t1, *_, steal1) = self._start, self._now()
+        return max(0.0, steal1 - steal0) / max(t1 - t0, 1e-6)
 
     def wait_quiet(self, max_s: float, threshold: float = 0.15, window_s: float = 0.5) -> float:
         """Wait up to max_s for a window in which other processes use under `threshold` cores;

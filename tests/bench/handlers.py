@@ -56,7 +56,12 @@ def calibrate(target_s: float = 0.02, tries: int = 5) -> tuple[int, float]:
     probe = 100_000
     per_iteration = min(_timed(probe) for _ in range(tries)) / probe
     iterations = max(1, round(target_s / per_iteration))
-    return iterations, min(_timed(iterations) for _ in range(tries))
+    return iterations, best_time(iterations, tries)
+
+
+def best_time(iterations: int, tries: int = 5) -> float:
+    """The best of `tries` timings of work(iterations) in this process, in seconds."""
+    return min(_timed(iterations) for _ in range(tries))
 
 
 def _timed(iterations: int) -> float:

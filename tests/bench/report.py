@@ -43,6 +43,8 @@ MEASURES = [
     Measure("io.cycle_ms", "io    one slot's time per task (16 / rate)", "ms", "{:.2f}"),
     Measure("cpu.rate_per_s", "cpu   {cpu:,} x {cpu_ms:.1f} ms Python, 2 x 1 thread",
             "tasks/s", "{:,.1f}"),
+    Measure("cpu.task_ms", "cpu   one task's work alone, before and after (best of 5)", "ms",
+            "{:.2f}"),
     Measure("cpu.fraction", "cpu   fraction of two cores", "", "{:.3f}"),
     Measure("cpu.handler_ms", "cpu   wall time inside the handler (mean)", "ms", "{:.2f}"),
     Measure("cpu.handler_cpu_ms", "cpu   CPU time of the handler's thread (mean)", "ms",
@@ -165,13 +167,15 @@ def table(results: dict[str, list[float]], sizes: dict[str, Any], header: str) -
     return "\n".join(lines)
 
 
-def foreign_table(foreign: dict[str, list[float]]) -> str:
+def foreign_table(foreign: dict[str, list[float]], stolen: dict[str, list[float]]) -> str:
     """How busy the machine was with other work while each scenario ran."""
     worst = max((max(v) for v in foreign.values()), default=0.0)
     cells = ", ".join(f"{name} {max(v):.2f}" for name, v in foreign.items())
+    taken = ", ".join(f"{name} {max(v):.2f}" for name, v in stolen.items())
     note = ("" if worst < 0.1 else
             "  <- other work shared the CPUs: figures are lower than on an idle machine")
-    return f"CPU cores busy with other processes (worst repeat): {cells}{note}"
+    return (f"CPU cores busy with other processes (worst repeat): {cells}{note}\n"
+            f"  of which taken by the virtual machine's host (steal): {taken}")
 
 
 def calls_table(calls: dict[str, tuple[float, float]], limit: int = 14) -> str:

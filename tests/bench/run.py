@@ -113,7 +113,7 @@ def header(m: dict[str, Any]) -> str:
 def measure_all(bench: Bench, args: argparse.Namespace, sizes: dict[str, Any], repeat: int
                 ) -> tuple[dict[str, list[float]], dict[str, Any]]:
     results: dict[str, list[float]] = {}
-    details: dict[str, Any] = {"calls": [], "foreign_cores": {}}
+    details: dict[str, Any] = {"calls": [], "foreign_cores": {}, "stolen_cores": {}}
     watch = CpuWatch(bench.server.pid)
     for i in range(repeat):
         for name in args.only:
@@ -124,6 +124,7 @@ def measure_all(bench: Bench, args: argparse.Namespace, sizes: dict[str, Any], r
             sample = run_scenario(name, bench, sizes)
             foreign = watch.foreign_cores()
             details["foreign_cores"].setdefault(name, []).append(foreign)
+            details["stolen_cores"].setdefault(name, []).append(watch.stolen_cores())
             for key, value in sample.items():
                 if key == "_calls":
                     details["calls"].append(value)
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench could not measure: {exc}", file=sys.stderr)
         return 3
     print(report.table(results, sizes, header(m)))
-    print("\n" + report.foreign_table(details["foreign_cores"]))
+    print("\n" + report.foreign_table(details["foreign_cores"], details["stolen_cores"]))
     if details["calls"]:
         details["calls"] = median_calls(details["calls"])
         print("\n" + report.calls_table(details["calls"]))

@@ -17,6 +17,7 @@ import orjson
 
 from tests.bench.counters import redis_stats, stats_delta
 from tests.bench.env import Bench, BenchError
+from tests.bench.handlers import best_time
 
 IO_SLEEP_S = 0.01
 
@@ -103,13 +104,20 @@ def io(bench: Bench, n: int) -> dict[str, float]:
 
 
 def cpu(bench: Bench, n: int, iterations: int, task_s: float) -> dict[str, float]:
-    """n pure-Python tasks of task_s each on 2 x 1 threads: the work done per 2 cores."""
+    """n pure-Python tasks of task_s each on 2 x 1 threads: the work done per 2 cores.
+
+    A task's time is measured again just before and just after the drain (best of 5 each, their
+    mean): a virtual machine's speed drifts over minutes, and work timed at the start of the
+    bench would then misjudge a drain run later, either way.
+    """
     bench.flush()
     ids = bench.client.submit_many("spin", [{"iterations": iterations}] * n)
+    before = best_time(iterations)
     d = drain(bench, ids, procs=2, threads=1, timeout_s=max(60, n * task_s * 2))
+    task_s = (before + best_time(iterations)) / 2
     runs = [float(r["finished_at"]) - float(r["begin_at"]) for r in d.records]
     inside = [orjson.loads(r["result"]) for r in bench.records(ids, "result")]
-    return {"cpu.rate_per_s": d.rate,
+    return {"cpu.rate_per_s": d.rate, "cpu.task_ms": task_s * 1000,
             "cpu.fraction": n * task_s / (2 * (d.last_done - d.booted_at)),
             "cpu.handler_ms": statistics.mean(r["wall_s"] for r in inside) * 1000,
             "cpu.handler_cpu_ms": statistics.mean(r["cpu_s"] for r in inside) * 1000,
