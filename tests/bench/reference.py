@@ -1,5 +1,9 @@
 """The references: what this machine does with no executor at all, in the same run.
 
+The latency reference: one bare process that answers each item pushed to a list by pushing it
+to another (BRPOP, LPUSH), the producer polling for the answer as the latency scenario polls
+for `done`; the machine's floor for "a process on a Redis wakes, the producer sees its reply".
+
 The Redis-only loop: a bare LPUSH/BRPOP in 2 processes, no record, no ack, no lease; one BRPOP
 per task, a JSON decode and a no-op call. It is the practical ceiling the issue compares the
 noop drain with. The CPU reference: the `cpu` scenario's work in 2 bare processes, the ceiling
@@ -25,6 +29,8 @@ KEY = "bench:ref"
 READY = "bench:ref:ready"
 GO = "bench:ref:go"
 STOP = b"stop"
+PING = "bench:ref:ping"
+PONG = "bench:ref:pong"
 
 
 def noop(task: dict[str, Any]) -> dict[str, Any]:
@@ -111,8 +117,51 @@ def measure(bench: Bench, n: int, procs: int = 2) -> dict[str, float]:
     return {"ref.drain_per_s": n / span}
 
 
+def answer(url: str, n: int) -> dict[str, Any]:
+    """Answer n pings: each item popped from PING is pushed to PONG."""
+    r = redis.Redis.from_url(url, socket_timeout=30)
+    r.rpush(READY, os.getpid())
+    for _ in range(n):
+        item = r.brpop([PING], timeout=30)
+        if item is None:
+            raise SystemExit("no ping within 30 s")
+        r.lpush(PONG, item[1])
+    return {"n": n}
+
+
+def measure_latency(bench: Bench, n: int) -> dict[str, float]:
+    """p50 and p99 of ping -> pong seen, one at a time, paced as the latency scenario."""
+    from tests.bench.latency import GAP_S, POLL_S, percentile
+
+    bench.flush()
+    proc = bench.procs.start([sys.executable, "-m", "tests.bench.reference", "answer",
+                              bench.server.url, str(n)], cwd=bench.tmp, env=bench.env,
+                             stdout=subprocess.PIPE)
+    seen = []
+    try:
+        poll(lambda: bench.r.llen(READY) >= 1, 30, 0.005, "reference answerer ready")
+        time.sleep(0.5)  # as the latency scenario: the answerer idle in its blocking read
+        for i in range(n):
+            start = time.perf_counter()
+            bench.r.lpush(PING, i)
+            deadline = time.monotonic() + 10
+            while bench.r.lpop(PONG) is None:
+                if time.monotonic() > deadline:
+                    raise BenchError("the latency reference did not answer within 10 s")
+                time.sleep(POLL_S)
+            seen.append(time.perf_counter() - start)
+            time.sleep(GAP_S)
+        proc.communicate(timeout=30)
+    finally:
+        bench.procs.kill(proc)
+    return {"ref.latency_p50_ms": percentile(seen, 50) * 1000,
+            "ref.latency_p99_ms": percentile(seen, 99) * 1000}
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "cpu":
+    if sys.argv[1] == "answer":
+        print(json.dumps(answer(sys.argv[2], int(sys.argv[3]))))
+    elif sys.argv[1] == "cpu":
         print(json.dumps(spin(int(sys.argv[2]), int(sys.argv[3]))))
     else:
         print(json.dumps(consume(sys.argv[1])))

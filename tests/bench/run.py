@@ -66,7 +66,8 @@ def run_scenario(name: str, bench: Bench, sizes: dict[str, Any]) -> dict[str, An
     if name == "ref":
         return {**reference.measure(bench, sizes["noop"]),
                 **reference.measure_cpu(bench, sizes["cpu"], sizes["cpu_iterations"],
-                                        sizes["cpu_ms"] / 1e3)}
+                                        sizes["cpu_ms"] / 1e3),
+                **reference.measure_latency(bench, sizes["latency"])}
     if name == "io":
         return throughput.io(bench, sizes["io"])
     if name == "cpu":
