@@ -67,7 +67,8 @@ def spin(iterations: int, count: int) -> dict[str, float]:
 
 
 def measure_cpu(bench: Bench, n: int, iterations: int, task_s: float) -> dict[str, float]:
-    """The cpu scenario's n tasks in 2 bare processes: the work done per 2 cores."""
+    """The cpu scenario's n tasks in 2 bare processes: the work done per 2 cores, and the
+    seconds they took (`ref.cpu_span_s`)."""
     procs = [bench.procs.start([sys.executable, "-m", "tests.bench.reference", "cpu",
                                 str(iterations), str(n // 2)], cwd=bench.tmp, env=bench.env,
                                stdout=subprocess.PIPE) for _ in range(2)]
@@ -82,7 +83,7 @@ def measure_cpu(bench: Bench, n: int, iterations: int, task_s: float) -> dict[st
         for proc in procs:
             bench.procs.kill(proc)
     span = max(r["last"] for r in reports) - min(r["first"] for r in reports)
-    return {"ref.cpu_fraction": (n // 2) * 2 * task_s / (2 * span)}
+    return {"ref.cpu_fraction": (n // 2) * 2 * task_s / (2 * span), "ref.cpu_span_s": span}
 
 
 def measure(bench: Bench, n: int, procs: int = 2) -> dict[str, float]:

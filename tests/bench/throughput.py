@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from tests.bench import reference
 from tests.bench.counters import redis_stats, stats_delta
 from tests.bench.env import Bench, BenchError
 from tests.bench.handlers import best_time
@@ -108,8 +109,12 @@ def cpu(bench: Bench, n: int, iterations: int, task_s: float) -> dict[str, float
 
     A task's time is measured again just before and just after the drain (best of 5 each, their
     mean): a virtual machine's speed drifts over minutes, and work timed at the start of the
-    bench would then misjudge a drain run later, either way.
+    bench would then misjudge a drain run later, either way. Just before the drain the same
+    tasks also run in 2 bare processes: `cpu.vs_bare` is the drain's speed as a fraction of
+    theirs, what two cores of this machine give two processes at that moment (two virtual CPUs
+    that share a physical core give two processes far less than twice one's speed).
     """
+    bare = reference.measure_cpu(bench, n, iterations, task_s)["ref.cpu_span_s"]
     bench.flush()
     ids = bench.client.submit_many("spin", [{"iterations": iterations}] * n)
     before = best_time(iterations)
@@ -118,6 +123,7 @@ def cpu(bench: Bench, n: int, iterations: int, task_s: float) -> dict[str, float
     runs = [float(r["finished_at"]) - float(r["begin_at"]) for r in d.records]
     inside = [orjson.loads(r["result"]) for r in bench.records(ids, "result")]
     return {"cpu.rate_per_s": d.rate, "cpu.task_ms": task_s * 1000,
+            "cpu.vs_bare": bare / (d.last_done - d.booted_at) * n / (n // 2 * 2),
             "cpu.fraction": n * task_s / (2 * (d.last_done - d.booted_at)),
             "cpu.handler_ms": statistics.mean(r["wall_s"] for r in inside) * 1000,
             "cpu.handler_cpu_ms": statistics.mean(r["cpu_s"] for r in inside) * 1000,
