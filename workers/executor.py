@@ -50,6 +50,10 @@ class BoundedExecutor:
             raise RuntimeError("no free slot: the caller must read only free_slots() messages")
         self._queue.put(fn)
 
+    def hand(self, fn: Task) -> None:
+        """Queue a task in a slot the caller took and passes on to it."""
+        self._queue.put(fn)
+
     def _work(self) -> None:
         while True:
             fn: Task | None = self._queue.get()

@@ -43,6 +43,7 @@ BROKEN_RETRY_S = 3.0  # longest wait before a stream that could not be read is t
 # A task thread that ran a task this long refills its own slot (see _refill); shorter tasks
 # leave it to the loop, which reads for many slots at once.
 LONG_RUN_S = 0.002
+REFILL_WAIT_S = 0.05  # a refill waits this long for the one in progress, then leaves it to the loop
 
 
 def consumer_name(host_id: str, slot: int, pid: int) -> str:
@@ -99,6 +100,8 @@ class Worker:
         self._unwritten: list[Completion] = []  # outcomes a failed write kept, with the writer
         self._ready: list[tuple[Running, dict[str, Any]]] = []  # begun, waiting for a slot
         self._accepting = True  # False once the loop ends: task threads read no more
+        self._refills: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        self._refiller = threading.Lock()  # held by the thread refilling slots (see _refill)
         self._broken: dict[str, float] = {}  # stream -> monotonic time to retry it
         self._stream_backoff: dict[str, Backoff] = {}
         self._broken_report_at: dict[str, float] = {}  # stream -> when to log it again
@@ -430,6 +433,9 @@ class Worker:
                 msg, self.keys.dead(queue_name), reason=reason, task_id=task_id,
                 record_key=self.keys.task_record(task_id) if task_id else None,
                 preview=messages.preview(msg.fields))
+        except TRANSIENT_ERRORS as exc:  # pending still: delivered again once Redis answers
+            self._loop_outage.failed(exc)
+            return
         except Exception as exc:  # the rest of its batch still starts
             log.warning("Message %s on %s (task %s) could not be dead-lettered (%s): %s; it "
                         "stays pending and is delivered again.", msg.entry_id, msg.stream,
@@ -488,7 +494,7 @@ class Worker:
         completion = Completion(run.task_id, run.stream, run.entry_id, status, result, error,
                                 message, delay, run.payload)
         if time.monotonic() - started >= LONG_RUN_S and self._may_refill():
-            return self._refill(completion)
+            return self._refill_together(completion)
         self._complete(completion)
         return None
 
@@ -506,55 +512,90 @@ class Worker:
                 and not lc.max_tasks and not self._unstarted and not self.takeover.orphans
                 and (not lc.max_rss or lc.within_memory()))
 
-    def _refill(self, completion: Completion) -> Task | None:
-        """Write this thread's outcome and read one message for its slot, in one round trip,
-        and return the task read for this thread to run next, in the same slot.
+    def _refill_together(self, completion: Completion) -> Task | None:
+        """Refill this thread's slot, together with those of the threads that end meanwhile:
+        tasks of one length started together end together, and one round trip for all of
+        them beats a round trip each, taken one after another under the GIL."""
+        self._refills.put(completion)
+        if not self._refiller.acquire(timeout=REFILL_WAIT_S):
+            self._outcome.set()  # still queued: the loop writes it
+            return None
+        try:
+            batch = _drain(self._refills)
+            # Empty: another thread wrote this outcome, and handed its slot to a task it read.
+            return self._refill(batch) if batch else None
+        finally:
+            self._refiller.release()
 
-        No lock: the slot passes from the task that ended to the one read, so the worker never
-        holds more messages than it has threads. Whatever goes wrong is left to the loop.
+    def _refill(self, batch: list[Completion]) -> Task | None:
+        """Write these outcomes and read a message for each of their slots, in one round trip;
+        return one task read for this thread to run next, and hand the others to the threads.
+
+        The slots pass from the tasks that ended to the ones read, so the worker never holds
+        more messages than it has threads. Whatever goes wrong is left to the loop.
         """
         streams = self._sound_streams()
-        calls = self.store.finish_calls([completion])
+        calls = self.store.finish_calls(batch)
         if streams:
-            calls.append(self.broker.read_args(streams, 1, self.store.begin_args(), self._vet))
+            calls.append(self.broker.read_args(streams, len(batch), self.store.begin_args(),
+                                               self._vet))
         try:
             replies = run_scripts(self.client, calls, raise_on_error=False)
         except Exception as exc:
-            self._hand_to_loop(completion, exc)
+            self._hand_to_loop(batch, exc)
             return None
         read = replies.pop() if streams else None
         try:
-            settled = self.store.finish_replies([completion], replies)
-        except Exception as exc:  # its slot stays taken until the loop writes it
-            self._hand_to_loop(completion, exc)
-            held = False
+            settled = self.store.finish_replies(batch, replies)
+        except Exception as exc:  # their slots stay taken until the loop writes them
+            self._hand_to_loop(batch, exc)
+            held = 0
         else:
             self._finish_outage.succeeded()
-            self._settle([completion], settled, keep_slot=True)
-            held = True
+            held = len(batch)
+            self._settle(batch, settled, keep=held)
         mine = None
         if read is not None and not isinstance(read, Exception):
             # What it read and could not start stays pending: the takeover delivers it again.
             try:
-                result = self.broker.read_result(read)
-                if result.messages:
-                    mine = self._begun(result.messages, held=held)
+                mine, held = self._start_held(self.broker.read_result(read).messages, held)
             except TRANSIENT_ERRORS as exc:
                 self._loop_outage.failed(exc)
             except Exception as exc:
                 if self._throttle.ready("refill:" + type(exc).__name__):
                     log.exception("Worker %d: a task thread's read failed: %s; going on.",
                                   self.slot, exc)
-        if mine is None:
-            if held:
-                self.executor.release(1)
-            self._outcome.set()  # a slot is free again: the loop reads for it
+        if held:
+            self.executor.release(held)
+            self._outcome.set()  # slots are free again: the loop reads for them
         return mine
 
-    def _hand_to_loop(self, completion: Completion, exc: Exception) -> None:
+    def _start_held(self, msgs: list[Message], held: int) -> tuple[Task | None, int]:
+        """Start what READ_BEGIN began in the `held` slots; the first task is returned for the
+        calling thread. Returns it and the slots left unused."""
+        mine = None
+        others = []
+        for msg in msgs:
+            if msg.begun[0] == b"check" or not held:
+                others.append(msg)
+                continue
+            task = self._validate(msg)
+            run = task and self._after_begin(msg, task, step_reply(msg.begun), held=True)
+            if run:
+                held -= 1
+                if mine is None:
+                    mine = run
+                else:
+                    self.executor.hand(run)
+        if others:
+            self._begun(others)  # looked at here, started in free slots
+        return mine, held
+
+    def _hand_to_loop(self, batch: list[Completion], exc: Exception) -> None:
         if isinstance(exc, TRANSIENT_ERRORS):
             self._finish_outage.failed(exc)
-        self._completions.put(completion)
+        for c in batch:
+            self._completions.put(c)
         self._outcome.set()
 
     def _complete(self, completion: Completion) -> None:
@@ -569,13 +610,11 @@ class Worker:
             # taken, is seen by the empty() check above: none is left behind.
 
     def _take_completions(self) -> list[Completion]:
-        """The outcomes to write, the ones a failed write kept first. With the writer lock."""
+        """The outcomes to write, the ones a failed write kept first. With the writer lock.
+
+        Outcomes queued for a refill that no thread took up are written too."""
         batch, self._unwritten = self._unwritten, []
-        while True:
-            try:
-                batch.append(self._completions.get_nowait())
-            except queue.Empty:
-                return batch
+        return batch + _drain(self._completions) + _drain(self._refills)
 
     def _write_completions(self) -> None:
         """One try at writing the queued outcomes, with the writer lock; kept if it fails."""
@@ -606,9 +645,9 @@ class Worker:
         self._finish_outage.succeeded()
         self._settle(batch, settled)
 
-    def _settle(self, batch: list[Completion], replies: list[Any], keep_slot: bool = False
-                ) -> None:
-        """Count the outcomes and free their slots (one kept, for the caller's next task)."""
+    def _settle(self, batch: list[Completion], replies: list[Any], keep: int = 0) -> None:
+        """Count the outcomes and free their slots (`keep` of them kept, for tasks the caller
+        starts in them)."""
         with self._lock:
             for c, reply in zip(batch, replies, strict=True):
                 self.running.pop(c.entry_id, None)
@@ -629,7 +668,7 @@ class Worker:
                 if final == "missing":
                     log.info("Task %s finished but its record is gone; not recreated.", c.task_id)
             self.completed += len(batch)
-        self.executor.release(len(batch) - keep_slot)
+        self.executor.release(len(batch) - keep)
 
     # Stop ------------------------------------------------------------------------------------
 
@@ -732,6 +771,15 @@ class Worker:
                     pending += int(g.get("pending") or 0)
                     lag += int(g.get("lag") or 0)  # absent before Redis 7
         return pending, lag
+
+
+def _drain(q: queue.SimpleQueue) -> list[Any]:
+    items = []
+    while True:
+        try:
+            items.append(q.get_nowait())
+        except queue.Empty:
+            return items
 
 
 def _ip_address() -> str:
