@@ -343,8 +343,8 @@ class Supervisor:
 
     # The loop -------------------------------------------------------------------------------
 
-    def run(self) -> int:
-        self.signals.install()
+    def run(self, early_signals: list[int] | None = None) -> int:
+        self.signals.install(early_signals)
         titles.set_title(titles.supervisor_title(self.host_id))
         log.info("Supervisor (pid %d) of host %s starts %d worker(s) of %d thread(s) on %s.",
                  self.pid, self.host_id, self.procs, self.settings.executor.threads,

@@ -15,6 +15,7 @@ from supervisor.arbiter import Supervisor
 from supervisor.embedded import EmbeddedRedis
 from supervisor.hostlock import HostIdInUse, HostLock, leftover_consumers
 from supervisor.notify import Notifier
+from supervisor.signals import defer_stops
 from workers.backoff import Backoff
 from workers.errors import RedisUnavailable
 from workers.exitcodes import ExitCode
@@ -92,6 +93,7 @@ def serve(settings: Any, *, host_id: str, burst: bool = False,
           on_tick: Callable[[Supervisor], None] | None = None) -> int:
     """Run a supervisor until it stops; returns its exit code."""
     setup_logging(settings, "supervisor")
+    early = defer_stops()
     notifier = Notifier.from_environ()
     try:
         session = RedisSession(settings, host_id, notifier.status)
@@ -114,7 +116,7 @@ def serve(settings: Any, *, host_id: str, burst: bool = False,
                                  host_lock=lock, leftovers=_leftovers(client, settings, lock))
                 if session.embedded_pid:
                     sup.known_children[session.embedded_pid] = "the embedded redis-server"
-                return sup.run()
+                return sup.run(early)
             finally:
                 lock.release()
     except RedisUnavailable as exc:

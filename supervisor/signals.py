@@ -9,6 +9,16 @@ import signal
 from collections.abc import Iterator
 
 
+def defer_stops() -> list[int]:
+    """From now until the supervisor's loop installs its handlers, a stop signal (TERM, INT,
+    QUIT) is kept instead of killing the process: a start-up that has begun (the embedded Redis
+    started, the host id claimed) ends in an orderly stop, never with an orphaned server."""
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, lambda signum, frame: early.append(signum))
+    return early
+
+
 class SignalQueue:
     """Handlers put the signal number on a queue; the wakeup fd ends the loop's sleep at once."""
 
@@ -20,13 +30,16 @@ class SignalQueue:
     def _record(self, signum: int, frame: object) -> None:
         self._queue.put_nowait(signum)
 
-    def install(self) -> None:
+    def install(self, early: list[int] | None = None) -> None:
+        """Handle the signals from now on; `early` ones (see defer_stops) are queued first."""
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
         signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
         for sig in self.handled:
             signal.signal(sig, self._record)
+        for sig in early or ():
+            self._queue.put_nowait(sig)
 
     def pending(self) -> Iterator[int]:
         while True:
