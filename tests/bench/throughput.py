@@ -132,8 +132,8 @@ def cpu(bench: Bench, n: int, iterations: int, task_s: float) -> dict[str, float
     mean): a virtual machine's speed drifts over minutes, and work timed at the start of the
     bench would then misjudge a drain run later, either way. Just before the drain the same
     tasks also run in 2 bare processes: `cpu.vs_bare` is the drain's speed as a fraction of
-    theirs, what two cores of this machine give two processes at that moment (two virtual CPUs
-    that share a physical core give two processes far less than twice one's speed).
+    theirs, what two cores of this machine give two processes at that moment (on a virtual
+    machine that may be far less than twice one process's speed).
     """
     bare = reference.measure_cpu(bench, n, iterations, task_s)["ref.cpu_span_s"]
     bench.flush()
