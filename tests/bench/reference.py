@@ -141,7 +141,7 @@ def measure_latency(bench: Bench, n: int) -> dict[str, float]:
     seen = []
     try:
         poll(lambda: bench.r.llen(READY) >= 1, 30, 0.005, "reference answerer ready")
-        time.sleep(0.5)  # as the latency scenario: the answerer idle in its blocking read
+        time.sleep(0.5)  # ok: paced as the latency scenario, the answerer idle in its read
         for i in range(n):
             start = time.perf_counter()
             bench.r.lpush(PING, i)
