@@ -44,7 +44,7 @@ MEASURES = [
     Measure("io.fraction", "io    fraction of ideal (1,600/s)", "", "{:.3f}"),
     Measure("io.run_ms", "io    begin_at -> finished_at of a task (mean)", "ms", "{:.2f}"),
     Measure("io.cycle_ms", "io    one slot's time per task (16 / rate)", "ms", "{:.2f}"),
-    Measure("io.sleep_ms", "io    time.sleep(0.01) alone, 8 threads (mean)", "ms", "{:.2f}"),
+    Measure("io.sleep_ms", "io    a 10 ms sleep alone, 8 threads (mean)", "ms", "{:.2f}"),
     Measure("cpu.rate_per_s", "cpu   {cpu:,} x {cpu_ms:.1f} ms Python, 2 x 1 thread",
             "tasks/s", "{:,.1f}"),
     Measure("cpu.task_ms", "cpu   one task's work alone, before and after (best of 5)", "ms",
