@@ -368,25 +368,18 @@ class Worker:
         for (msg, task), reply in zip(runnable, replies, strict=True):
             self._after_begin(msg, task, reply)
 
-    def _begun(self, msgs: list[Message], held: bool = False) -> Task | None:
-        """Start the messages READ_BEGIN began; those it could not vet are looked at here.
-
-        With `held` (the calling task thread holds a slot), the first one to run is returned
-        for that thread to run, in that slot.
-        """
+    def _begun(self, msgs: list[Message]) -> None:
+        """Start the messages READ_BEGIN began; those it could not vet are looked at here."""
         unvetted = []
-        mine = None
         for msg in msgs:
             if msg.begun[0] == b"check":
                 unvetted.append(msg)
                 continue
             task = self._validate(msg)
             if task is not None:
-                run = self._after_begin(msg, task, step_reply(msg.begun), held and not mine)
-                mine = mine or run
+                self._after_begin(msg, task, step_reply(msg.begun))
         if unvetted:
             self.dispatch(unvetted)
-        return mine
 
     def _after_begin(self, msg: Message, task: dict[str, Any], reply: Any,
                      held: bool = False) -> Task | None:
