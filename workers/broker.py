@@ -11,6 +11,7 @@ import redis
 
 from workers import scripts
 from workers.redisconn import raise_if_transient
+from workers.store import run_scripts
 
 
 @dataclass(slots=True)
@@ -54,6 +55,7 @@ class Broker:
         self.group = group
         self.consumer = consumer
         self._read = client.register_script(scripts.READ_BEGIN)
+        self._delivered = client.register_script(scripts.BEGIN_DELIVERED)
         self._dead = client.register_script(scripts.DEAD_LETTER)
         self._claim = client.register_script(scripts.CLAIM)
         self._renew = client.register_script(scripts.RENEW)
@@ -79,12 +81,15 @@ class Broker:
         """
         return self._read, streams, [self.group, self.consumer, *begin, count, *vet]
 
-    def read_result(self, reply: Any) -> ReadResult:
-        """The messages of a READ_BEGIN reply, highest-priority stream first."""
+    def read_result(self, reply: Any, report: bool = True) -> ReadResult:
+        """The messages of a READ_BEGIN reply, highest-priority stream first; with `report`
+        False a stream's error is left out, for the next READ to report."""
         out, last = reply
         result = ReadResult()
         for item in out:
             stream, kind = _s(item[0]), _s(item[1])
+            if kind == "error" and not report:
+                continue
             if kind == "error":
                 # A demoted primary or a loading server is an outage, not a broken stream.
                 raise_if_transient(_s(item[2]), self.client)
@@ -114,30 +119,33 @@ class Broker:
             raise
         return bool(reply)
 
-    def read_blocking(self, streams: list[str], block_s: float) -> list[Message]:
-        """Block up to block_s for new entries, taking at most one per stream.
+    def read_blocking(self, streams: list[str], block_s: float, begin: list[Any],
+                      vet: list[Any], scan: int) -> list[Message]:
+        """Block up to block_s for new entries, taking at most one per stream, and begin them
+        in the same round trip (BEGIN_DELIVERED, up to `scan` pending entries per stream).
 
         Only for a caller with a free slot per stream, so it never holds more than it can run.
+        `begin` and `vet` are as for read_args.
         """
         if self.blocking is None:
             return []
-        try:
-            reply = self.blocking.xreadgroup(self.group, self.consumer,
-                                             dict.fromkeys(streams, ">"), count=1,
-                                             block=max(1, int(block_s * 1000)))
-        except redis.ReadOnlyError:
-            raise  # an outage: the loop backs off
-        except redis.ResponseError:
-            return []  # a lost group or a broken stream: the next READ says which
-        by_stream = dict(reply.items()) if isinstance(reply, dict) else dict(reply or [])
-        msgs = []
-        for stream in streams:  # highest priority first
-            entries = by_stream.get(stream.encode()) or by_stream.get(stream) or []
-            if entries and isinstance(entries[0], list):  # RESP3 nests them one level deeper
-                entries = entries[0]
-            for entry_id, fields in entries:
-                msgs.append(Message(stream, _s(entry_id), dict(fields or {})))
-        return msgs
+        pipe = self.blocking.pipeline(transaction=False)
+        pipe.xreadgroup(self.group, self.consumer, dict.fromkeys(streams, ">"), count=1,
+                        block=max(1, int(block_s * 1000)))
+        args = [self.group, self.consumer, *begin, scan, *vet]
+        pipe.evalsha(self._delivered.sha, len(streams), *streams, *args)
+        read, begun = pipe.execute(raise_on_error=False)
+        if isinstance(read, redis.ReadOnlyError):
+            raise read  # an outage: the loop backs off
+        if isinstance(begun, redis.exceptions.NoScriptError):
+            (begun,) = run_scripts(self.blocking, [(self._delivered, streams, args)],
+                                   raise_on_error=False)
+        if isinstance(begun, Exception):
+            raise_if_transient(str(begun), self.client)
+            return []  # the next READ says what is wrong
+        # A lost group or a broken stream fails the read of that stream only: the next READ
+        # reports it. What the script began is started whatever the read's own reply.
+        return self.read_result(begun, report=False).messages
 
     def pending_ids(self, stream: str, consumer: str, count: int, min_idle_ms: int = 0
                     ) -> list[str]:

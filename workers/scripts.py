@@ -69,17 +69,9 @@ end
 return out
 """
 
-# Reads up to ARGV[6] new messages across the streams in KEYS, highest priority first (so a
-# worker never takes more than it has free slots), and begins each one it can vet, in the
-# same call. ARGV: as _BEGIN, then count, the record key's text before and after the id, the
-# cancel flag's likewise, queue.max_message_bytes and the registered task types. A message it
-# cannot vet (no JSON object, a bad id, an unknown type, too large) gets {'check'}: the worker
-# parses it and says why in the dead-letter stream. The record and cancel keys are built here,
-# not passed in KEYS: fine on a single Redis, the only kind taskexec supports. A broken stream
-# (wrong type, no group) is reported and skipped instead of failing the read of the others.
-# When nothing was read, the last entry id of each sound stream is returned for the wake-up.
-READ_BEGIN = _BEGIN + """
-local left = tonumber(ARGV[6])
+# The vetting of READ_BEGIN and BEGIN_DELIVERED (ARGV[11] the byte limit, ARGV[12..] the task
+# types): the task id of a message the begin step may take as it is, else nil.
+_VET = """
 local max_bytes = tonumber(ARGV[11])
 local types = {}
 for i = 12, #ARGV do types[ARGV[i]] = true end
@@ -94,6 +86,20 @@ local function vetted(flat)
   if type(kind) ~= 'string' or not types[kind] then return nil end
   return id
 end
+"""
+
+# Reads up to ARGV[6] new messages across the streams in KEYS, highest priority first (so a
+# worker never takes more than it has free slots), and begins each one it can vet, in the
+# same call. ARGV: as _BEGIN, then count, the record key's text before and after the id, the
+# cancel flag's likewise, queue.max_message_bytes and the registered task types. A message it
+# cannot vet (no JSON object, a bad id, an unknown type, too large) gets {'check'}: the worker
+# parses it and says why in the dead-letter stream. The record and cancel keys are built here,
+# not passed in KEYS: fine on a single Redis, the only kind taskexec supports. A broken stream
+# (wrong type, no group) is reported and skipped instead of failing the read of the others.
+# When nothing was read, the last entry id of each sound stream is returned for the wake-up.
+READ_BEGIN = _BEGIN + """
+local left = tonumber(ARGV[6])
+""" + _VET + """
 local out, last = {}, {}
 for _, key in ipairs(KEYS) do
   if left > 0 then
@@ -125,6 +131,46 @@ if left == tonumber(ARGV[6]) then
   end
 end
 return {out, last}
+"""
+
+# Sent right behind a blocking XREADGROUP on the same connection, so Redis runs it as soon as
+# that read is served: it begins what the read delivered, and a task woken from an idle wait
+# costs one round trip, not two. It cannot see that read's reply, so it looks in this
+# consumer's pending entries (up to ARGV[6] per stream in KEYS) for the ones delivered once
+# and not begun: the read's. Entries begun by a task thread's own read (READ_BEGIN) meanwhile
+# are running and left alone; an entry taken over was delivered more than once. ARGV and reply
+# as READ_BEGIN, without the last ids; begin_at is Redis's clock, since the worker's `now`
+# was taken before the wait.
+BEGIN_DELIVERED = _BEGIN + _VET + """
+local t = redis.call('TIME')
+now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+local function fresh(rec, flag, stream, entry)
+  if redis.call('HGET', rec, 'status') == 'running' then return nil end
+  return begin(rec, flag, stream, entry)
+end
+local out = {}
+for _, key in ipairs(KEYS) do
+  local ok, rows = pcall(redis.call, 'XPENDING', key, group, '-', '+', ARGV[6], consumer)
+  if not ok then
+    out[#out + 1] = {key, 'error', rows['err'] or tostring(rows)}
+  else
+    local entries = {}
+    for _, row in ipairs(rows) do
+      local e = nil
+      if tonumber(row[4]) == 1 then e = redis.call('XRANGE', key, row[1], row[1])[1] end
+      if e then
+        local id = vetted(e[2])
+        local reply = {'check'}
+        if id then
+          reply = guarded(fresh, ARGV[7] .. id .. ARGV[8], ARGV[9] .. id .. ARGV[10], key, e[1])
+        end
+        if reply then entries[#entries + 1] = {e[1], e[2], reply} end
+      end
+    end
+    out[#out + 1] = {key, 'entries', entries}
+  end
+end
+return {out, {}}
 """
 
 # Ends a batch of runs in one call. KEYS: record, cancel flag and stream of each run. ARGV:

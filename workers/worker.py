@@ -43,6 +43,9 @@ BROKEN_RETRY_S = 3.0  # longest wait before a stream that could not be read is t
 # A task thread that ran a task this long refills its own slot (see _refill); shorter tasks
 # leave it to the loop, which reads for many slots at once.
 LONG_RUN_S = 0.002
+# How many of its own pending entries per stream the begin after a blocking read looks
+# through for the ones that read delivered; a worker holds no more than its threads.
+PENDING_SCAN = 1000
 REFILL_WAIT_S = 0.05  # a refill waits this long for the one in progress, then leaves it to the loop
 
 
@@ -306,17 +309,18 @@ class Worker:
             if not self._completions.empty():
                 return  # an outcome came meanwhile: the next step writes it
             if sound and free >= len(sound):
-                # With a free slot per stream the wake-up can be the read itself: one round
-                # trip, and each new message wakes one consumer. Short blocks, so a worker told
-                # to stop takes no new message for long.
-                msgs = self.broker.read_blocking(sound, min(self.settings.queue.block_s, 0.2))
+                # With a free slot per stream the wake-up can be the read itself, and its
+                # begin goes in the same round trip; each new message wakes one consumer.
+                # Short blocks, so a worker told to stop takes no new message for long; one
+                # that came with the stop is begun already, and runs before the drain ends.
+                msgs = self.broker.read_blocking(
+                    sound, min(self.settings.queue.block_s, 0.2), self.store.begin_args(),
+                    self._vet, scan=PENDING_SCAN)
             else:
                 self.broker.wait_for_new(result.last_ids, self.settings.queue.block_s)
                 msgs = []
-        if msgs and self.stop_signal is not None:
-            self._unstarted = msgs  # read as the stop came: not begun; the drain gives them back
-        elif msgs:
-            self.dispatch(msgs)
+        if msgs:
+            self._begun(msgs)
 
     @contextlib.contextmanager
     def _writer_released(self) -> Iterator[None]:
