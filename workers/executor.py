@@ -51,7 +51,9 @@ class BoundedExecutor:
         self._queue.put(fn)
 
     def hand(self, fn: Task) -> None:
-        """Queue a task in a slot the caller took and passes on to it."""
+        """Queue fn for a thread without taking a slot: a task in a slot the caller took and
+        passes on, or the consume loop's blocking read, which the loop hands over only with
+        a slot free (so a thread is idle) and which takes slots for the tasks it starts."""
         self._queue.put(fn)
 
     def _work(self) -> None:

@@ -115,6 +115,8 @@ class Worker:
         self._finish_outage = self.outage.duty("final statuses")
         self._promote_at = 0.0
         self._unstarted: list[Message] = []
+        self._woken = threading.Event()  # set when a task thread's blocking read has ended
+        self._wake_error: Exception | None = None  # what that read raised, for the loop
 
     # Process setup --------------------------------------------------------------------------
 
@@ -211,9 +213,9 @@ class Worker:
                             self.supervisor_pid)
                 break
             try:
-                self.step()
-                backoff.reset()
-                self._loop_outage.succeeded()
+                if self.step():
+                    backoff.reset()
+                    self._loop_outage.succeeded()
             except TRANSIENT_ERRORS as exc:
                 self._loop_outage.failed(exc)
                 time.sleep(backoff.next_delay())
@@ -223,9 +225,12 @@ class Worker:
                 time.sleep(backoff.next_delay())
         return self.drain()
 
-    def step(self) -> None:
+    def step(self) -> bool:
         """One pass: the outcomes that came in are written and up to the free slots read and
-        begun, all in one round trip; with neither, wait for a message or an outcome."""
+        begun, all in one round trip; with neither, wait for a message or an outcome.
+
+        Returns whether it reached Redis: a pass that only waited for a task thread proves
+        nothing about an outage, and must not end one (it would be reported twice)."""
         self._touch_liveness()
         self._start_ready()
         self._housekeeping()
@@ -249,6 +254,7 @@ class Worker:
             self._wait_for_message(streams, result, free)
         elif not done:
             self._wait_for_outcome(min(self.settings.queue.block_s, 0.5))
+        return bool(done or streams or taken)
 
     def _housekeeping(self) -> None:
         """Once a second: due retries back onto their streams; dead consumers looked for."""
@@ -309,18 +315,39 @@ class Worker:
             if not self._completions.empty():
                 return  # an outcome came meanwhile: the next step writes it
             if sound and free >= len(sound):
-                # With a free slot per stream the wake-up can be the read itself, and its
-                # begin goes in the same round trip; each new message wakes one consumer.
-                # Short blocks, so a worker told to stop takes no new message for long; one
-                # that came with the stop is begun already, and runs before the drain ends.
-                msgs = self.broker.read_blocking(
-                    sound, min(self.settings.queue.block_s, 0.2), self.store.begin_args(),
-                    self._vet, scan=PENDING_SCAN)
+                self._wait_on_task_thread(sound)
             else:
                 self.broker.wait_for_new(result.last_ids, self.settings.queue.block_s)
-                msgs = []
-        if msgs:
-            self._begun(msgs)
+
+    def _wait_on_task_thread(self, streams: list[str]) -> None:
+        """Have an idle task thread do the blocking read, and wait for it: the first task it
+        begins runs on that thread at once, with no hand-off from this one."""
+        self._woken.clear()
+        self.executor.hand(lambda: self._read_and_begin(streams))
+        while not self._woken.wait(0.5):  # the read's socket timeout ends it
+            self._touch_liveness()
+        if self._wake_error is not None:
+            exc, self._wake_error = self._wake_error, None
+            raise exc  # the loop's to handle, as if it had read itself
+
+    def _read_and_begin(self, streams: list[str]) -> Task | None:
+        """On a task thread, for the loop: block for new messages and begin them in the same
+        round trip; each new message wakes one consumer. Short blocks, so a worker told to
+        stop takes no new message for long; one that came with the stop is begun already,
+        and runs before the drain ends. Returns the first task, for this thread to run."""
+        mine = None
+        try:
+            msgs = self.broker.read_blocking(
+                streams, min(self.settings.queue.block_s, 0.2), self.store.begin_args(),
+                self._vet, scan=PENDING_SCAN)
+            mine, unvetted = self._start_begun(msgs, keep_one=True)
+            if unvetted:
+                self.dispatch(unvetted)
+        except Exception as exc:
+            self._wake_error = exc
+        finally:
+            self._woken.set()
+        return mine
 
     @contextlib.contextmanager
     def _writer_released(self) -> Iterator[None]:
@@ -373,17 +400,42 @@ class Worker:
             self._after_begin(msg, task, reply)
 
     def _begun(self, msgs: list[Message]) -> None:
-        """Start the messages READ_BEGIN began; those it could not vet are looked at here."""
-        unvetted = []
-        for msg in msgs:
+        """Start the messages a read began; those it could not vet are looked at here."""
+        _, unvetted = self._start_begun(msgs)
+        if unvetted:
+            self.dispatch(unvetted)
+
+    def _start_begun(self, msgs: list[Message], keep_one: bool = False
+                     ) -> tuple[Task | None, list[Message]]:
+        """Start the messages a read began, but with `keep_one` return the first task for
+        the calling task thread to run, in a slot taken for it. Returns it and the messages
+        the read could not vet."""
+        mine = None
+        unvetted: list[Message] = []
+        for i, msg in enumerate(msgs):
             if msg.begun[0] == b"check":
                 unvetted.append(msg)
                 continue
             task = self._validate(msg)
-            if task is not None:
-                self._after_begin(msg, task, step_reply(msg.begun))
-        if unvetted:
-            self.dispatch(unvetted)
+            if task is None:
+                continue
+            try:
+                reply = step_reply(msg.begun)
+            except Exception:
+                # A refused write (the server turned replica between a blocking read and its
+                # begin): this message and the rest are ours but not begun; a later step
+                # begins them. The ones started before it run.
+                self._unstarted += unvetted + msgs[i:]
+                if mine is not None:
+                    self.executor.hand(mine)
+                raise
+            if keep_one and mine is None and self.executor.take_slot():
+                mine = self._after_begin(msg, task, reply, held=True)
+                if mine is None:  # cancelled, final or gone: nothing to run
+                    self.executor.release()
+            else:
+                self._after_begin(msg, task, reply)
+        return mine, unvetted
 
     def _after_begin(self, msg: Message, task: dict[str, Any], reply: Any,
                      held: bool = False) -> Task | None:
