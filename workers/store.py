@@ -59,25 +59,44 @@ def run_scripts(client: redis.Redis, calls: list[tuple[Any, list[Any], list[Any]
     a server that lost its scripts (NOSCRIPT) costs more: the scripts are loaded and the calls
     that failed, and only those, run again.
     """
-    pipe = client.pipeline(transaction=False)
-    for script, keys, args in calls:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
-    replies = pipe.execute(raise_on_error=False)
+    replies = send_all(client, [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in calls])
     missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
     if missing:
         for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
             client.script_load(script.script)
-        pipe = client.pipeline(transaction=False)
-        for i in missing:
-            script, keys, args = calls[i]
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        for i, reply in zip(missing, pipe.execute(raise_on_error=False), strict=True):
+        again = [calls[i] for i in missing]
+        retried = send_all(client, [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in again])
+        for i, reply in zip(missing, retried, strict=True):
             replies[i] = reply
     if raise_on_error:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
     return replies
+
+
+def send_all(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Send the commands in one write on one pooled connection and read their replies, an
+    error reply as its exception: a pipeline without redis-py's Pipeline object, retry
+    wrapper and reply callbacks, which cost a busy worker more than Redis takes to run the
+    scripts. Replies are as Redis sent them (what EVALSHA gets anyway). A connection that
+    fails is closed, so the pool opens a fresh one."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command(conn.pack_commands(commands))
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+        return replies
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
 
 
 def step_reply(reply: list[Any]) -> Any:
