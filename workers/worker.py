@@ -407,9 +407,9 @@ class Worker:
 
     def _start_begun(self, msgs: list[Message], keep_one: bool = False
                      ) -> tuple[Task | None, list[Message]]:
-        """Start the messages a read began, but with `keep_one` return the first task for
-        the calling task thread to run, in a slot taken for it. Returns it and the messages
-        the read could not vet."""
+        """Start the messages a read began, but with `keep_one` (the blocking read's task
+        thread, while the loop waits for it) return the first task for the calling thread to
+        run, in a slot taken for it. Returns it and the messages the read could not vet."""
         mine = None
         unvetted: list[Message] = []
         for i, msg in enumerate(msgs):
@@ -422,12 +422,14 @@ class Worker:
             try:
                 reply = step_reply(msg.begun)
             except Exception:
-                # A refused write (the server turned replica between a blocking read and its
-                # begin): this message and the rest are ours but not begun; a later step
-                # begins them. The ones started before it run.
-                self._unstarted += unvetted + msgs[i:]
-                if mine is not None:
-                    self.executor.hand(mine)
+                if keep_one:
+                    # A refused write (the server turned replica between the blocking read
+                    # and its begin): this message and the rest are ours but not begun; the
+                    # loop, waiting for this thread, begins them on its next step. The ones
+                    # started before it run.
+                    self._unstarted += unvetted + msgs[i:]
+                    if mine is not None:
+                        self.executor.hand(mine)
                 raise
             if keep_one and mine is None and self.executor.take_slot():
                 mine = self._after_begin(msg, task, reply, held=True)
