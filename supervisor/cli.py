@@ -217,7 +217,8 @@ def status(obj: dict[str, Any], task_id: str, as_json: bool) -> None:
         emit_json(rec)
         return
     for name in ("id", "task_type", "queue", "priority", "status", "progress", "ahead",
-                 "retry_count", "consumer", "created_at", "begin_at", "finished_at",
+                 "retry_count", "consumer", "consumer_alive", "consumer_heartbeat_age_s",
+                 "created_at", "begin_at", "finished_at",
                  "process_duration", "error", "result"):
         if name in rec and rec[name] not in (None, ""):
             value = rec[name]

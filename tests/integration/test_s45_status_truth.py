@@ -34,6 +34,8 @@ def test_s45_status_executors_and_queues_before_and_after_a_host_dies(
     sleeper = client.submit("sleep", {"seconds": 30})
     poll(lambda: statuses(r, [sleeper]) == ["running"], 10, message="the sleep task running")
     noops = [client.submit("noop") for _ in range(5)]
+    text = harness.cli("status", sleeper).stdout.decode()
+    assert "consumer_alive: True" in text, text
     rec = _json(harness, "status", noops[4])
     assert rec["status"] == "queued" and rec["ahead"] == 4
     assert rec["consumed"] is True and rec["live_consumers"] == [consumer]
@@ -72,6 +74,8 @@ def test_s45_status_executors_and_queues_before_and_after_a_host_dies(
     rec = _json(harness, "status", sleeper)
     assert rec["status"] == "running" and rec["consumer_alive"] is False
     assert "presumed dead" in rec["warning"]
+    text = harness.cli("status", sleeper).stdout.decode()
+    assert "consumer_alive: False" in text and "presumed dead" in text, text
     rows = _rows(harness)
     assert rows["te.0.common"]["pending"] == 1 and rows["te.0.common"]["live_consumers"] == 0
     for command in ("executors", "queues"):
