@@ -59,9 +59,9 @@ def latency(bench: Bench, n: int) -> dict[str, float]:
             time.sleep(GAP_S)
     recs = [{k: float(v) for k, v in r.items()}
             for r in bench.records(ids, "created_at", "begin_at", "finished_at")]
-    # Where the time goes: queued -> begun (wake-up, READ, BEGIN prepared), begun -> finished
-    # (BEGIN's round trip, the hand-off to a task thread, the handler), finished ->
-    # seen (FINISH's round trip and the producer's poll).
+    # Where the time goes: queued -> begun (the wake-up of the blocking read and its begin,
+    # stamped with Redis's clock), begun -> finished (the reply reaching the woken task
+    # thread, the handler), finished -> seen (FINISH's round trip and the producer's poll).
     segments = {
         "rec": [r["finished_at"] - r["created_at"] for r in recs],
         "wake": [r["begin_at"] - r["created_at"] for r in recs],
