@@ -11,7 +11,7 @@ import redis
 
 from workers import scripts
 from workers.redisconn import raise_if_transient
-from workers.store import run_scripts
+from workers.store import run_scripts, send_all
 
 
 @dataclass(slots=True)
@@ -129,12 +129,11 @@ class Broker:
         """
         if self.blocking is None:
             return []
-        pipe = self.blocking.pipeline(transaction=False)
-        pipe.xreadgroup(self.group, self.consumer, dict.fromkeys(streams, ">"), count=1,
-                        block=max(1, int(block_s * 1000)))
         args = [self.group, self.consumer, *begin, scan, *vet]
-        pipe.evalsha(self._delivered.sha, len(streams), *streams, *args)
-        read, begun = pipe.execute(raise_on_error=False)
+        read, begun = send_all(self.blocking, [
+            ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", 1,
+             "BLOCK", max(1, int(block_s * 1000)), "STREAMS", *streams, *[">"] * len(streams)),
+            ("EVALSHA", self._delivered.sha, len(streams), *streams, *args)])
         if isinstance(read, redis.ReadOnlyError):
             raise read  # an outage: the loop backs off
         if isinstance(begun, redis.exceptions.NoScriptError):
