@@ -23,6 +23,8 @@ from workers import memory, titles
 from workers.channel import Channel, WorkerState
 from workers.exitcodes import ExitCode
 from workers.keys import Keys
+from workers.outage import Outage
+from workers.redisconn import TRANSIENT_ERRORS
 from workers.takeover import held_task_ids
 from workers.worker import Predecessor, Worker, consumer_name
 
@@ -72,7 +74,11 @@ class Supervisor:
         self.signals = SignalQueue(HANDLED)
         self.pid = os.getpid()
         self.notifier = notifier or notify.Notifier.from_environ()
-        self.proxybeat = proxybeat.ProxyBeat(settings, client, supervisor_pid=self.pid)
+        # One warning per Redis outage for the supervisor, whichever duty meets it first.
+        self.outage = Outage(log, "Supervisor")
+        self._claim_outage = self.outage.duty("host id claim")
+        self.proxybeat = proxybeat.ProxyBeat(settings, client, supervisor_pid=self.pid,
+                                             outage=self.outage.duty("worker heartbeats"))
         self.ready_sent = False
         self._status_at = 0.0
         self._threads_since = 0.0
@@ -392,7 +398,12 @@ class Supervisor:
     def _renew_host_lock(self) -> None:
         if self.host_lock is None or not self.host_lock.renew_due():
             return
-        lost = self.host_lock.renew()
+        try:
+            lost = self.host_lock.renew(after_outage=self.outage.down)
+        except TRANSIENT_ERRORS as exc:
+            self._claim_outage.failed(exc)
+            return
+        self._claim_outage.succeeded()
         if lost:
             log.critical("%s; stopping so that only one supervisor serves it.", lost[0].upper()
                          + lost[1:])

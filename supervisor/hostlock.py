@@ -22,7 +22,6 @@ import psutil
 import redis
 
 from workers import scripts
-from workers.backoff import Throttle
 from workers.redisconn import TRANSIENT_ERRORS
 from workers.takeover import heartbeat_ages
 from workers.worker import Predecessor
@@ -112,7 +111,6 @@ class HostLock:
         self.value = self.me.encode()
         self.previous: Holder | None = None  # a dead holder this claim replaced
         self._renew_at = 0.0
-        self._throttle = Throttle(30.0)
 
     def claim(self) -> None:
         """Take the host id, or raise HostIdInUse naming the live holder."""
@@ -152,21 +150,22 @@ class HostLock:
     def renew_due(self) -> bool:
         return time.monotonic() >= self._renew_at
 
-    def renew(self) -> str | None:
-        """Renew the claim; a message when another supervisor has taken the host id."""
+    def renew(self, after_outage: bool = False) -> str | None:
+        """Renew the claim; a message when another supervisor has taken the host id. Raises
+        what an unreachable Redis raises: the caller reports the outage once, and says with
+        `after_outage` that the claim may have lapsed meanwhile."""
         self._renew_at = time.monotonic() + self.renew_every_s
-        try:
-            if self.client.eval(scripts.LOCK_RENEW, 1, self.key, self.value, self.ttl_ms):
-                return None
-            if self.client.set(self.key, self.value, nx=True, px=self.ttl_ms):
+        if self.client.eval(scripts.LOCK_RENEW, 1, self.key, self.value, self.ttl_ms):
+            return None
+        if self.client.set(self.key, self.value, nx=True, px=self.ttl_ms):
+            if after_outage:
+                log.info("The claim of host id %s lapsed while Redis was unavailable; claimed "
+                         "again.", self.host_id)
+            else:
                 log.warning("The claim of host id %s had vanished from Redis (restarted or "
                             "flushed?); claimed again.", self.host_id)
-                return None
-            holder = Holder.decode(self.client.get(self.key) or b"")
-        except TRANSIENT_ERRORS as exc:
-            if self._throttle.ready("renew"):
-                log.warning("Cannot renew the claim of host id %s: %s.", self.host_id, exc)
             return None
+        holder = Holder.decode(self.client.get(self.key) or b"")
         who = f"pid {holder.pid} on {holder.hostname}" if holder else "an unknown holder"
         return f"host id {self.host_id} was claimed by another supervisor ({who})"
 

@@ -24,9 +24,12 @@ import redis
 from workers import beatscripts
 from workers.backoff import Throttle
 from workers.keys import Keys
+from workers.outage import Duty
 from workers.redisconn import TRANSIENT_ERRORS
 
 log = logging.getLogger("taskexec.supervisor")
+
+HOLD_S = 10**9  # a silence no heartbeat reaches: beat_for only checks
 
 
 def _text(value: Any) -> str:
@@ -51,13 +54,19 @@ class ProxyEpisode:
 class ProxyBeat:
     """Checks each worker every half interval; writes only for those whose beats stopped."""
 
-    def __init__(self, settings: Any, client: redis.Redis, *, supervisor_pid: int) -> None:
+    def __init__(self, settings: Any, client: redis.Redis, *, supervisor_pid: int,
+                 outage: Duty) -> None:
         self.client = client
+        self.outage = outage  # the supervisor's: one warning per outage, not one per duty
         self.settings = settings
         self.writer = f"supervisor {supervisor_pid}"
         self.keys = Keys.from_settings(settings.keys)
         self._script = client.register_script(beatscripts.PROXY_BEAT)
         self._next_at = 0.0
+        # Right after an outage every worker's last beat is old: they could not write either.
+        # Their own beats resume within an interval, so none is judged silent until then.
+        self._failing = False
+        self._hold_until = 0.0
         self._throttle = Throttle(60.0)
         self.proxied: dict[str, ProxyEpisode] = {}  # consumers it beats for now
 
@@ -68,28 +77,36 @@ class ProxyBeat:
         if now < self._next_at:
             return
         self._next_at = now + interval / 2
+        hold = self._failing or now < self._hold_until
         for w in list(workers):
             if not _alive(w.pid):  # reaped, or a zombie about to be
                 continue
             try:
-                self.beat_for(w.consumer, w.settings or self.settings)
+                self.beat_for(w.consumer, w.settings or self.settings, hold=hold)
             except TRANSIENT_ERRORS as exc:
-                if self._throttle.ready("redis"):
-                    log.warning("Cannot check the heartbeats of the workers: %s.", exc)
+                self.outage.failed(exc)
+                self._failing = True
                 return
             except Exception as exc:  # the loop must go on
                 if self._throttle.ready("error"):
                     log.error("Heartbeat on behalf of %s failed: %s: %s.", w.consumer,
                               type(exc).__name__, exc)
+                continue
+            if not hold:  # a check that would have written: the outage is over for this duty
+                self.outage.succeeded()
+        if self._failing:
+            self._failing, self._hold_until = False, now + 2 * interval
 
-    def beat_for(self, consumer: str, settings: Any) -> str:
-        """'beat' if a heartbeat was written for `consumer`, else 'fresh' or 'gone'."""
+    def beat_for(self, consumer: str, settings: Any, hold: bool = False) -> str:
+        """'beat' if a heartbeat was written for `consumer`, else 'fresh' or 'gone'; with
+        `hold` every beat counts as fresh (only its owner is checked)."""
         hb = settings.heartbeat
+        silent_s = HOLD_S if hold else 2 * hb.interval_s
         streams = [s for q in settings.queue.names
                    for s in self.keys.streams(q, settings.queue.priorities)]
         outcome, renewed, key, kind, score = self._script(
             keys=[consumer, self.keys.registry, *streams],
-            args=[2 * hb.interval_s, hb.retention_s, consumer,
+            args=[silent_s, hb.retention_s, consumer,
                   beatscripts.max_entries(hb.retention_s, hb.interval_s), self.keys.group,
                   self.writer, datetime.now().isoformat(timespec="milliseconds")])
         outcome, score = _text(outcome), float(score or 0)

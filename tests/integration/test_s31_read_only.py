@@ -74,4 +74,10 @@ def test_s31_read_only_server_is_an_outage_not_a_failure(harness, redis_server):
     assert worker_pids(sup.pid) == workers, "no worker died"
     err = sup.stderr
     assert warnings_per_second(err, workers) <= 1, err
+    # The supervisor's duties (its host id claim, the workers' heartbeats) met one outage.
+    sup_warnings = [line for line in err.splitlines()
+                    if f"WARNING supervisor[{sup.pid}]" in line]
+    assert len(sup_warnings) == 1 and "Redis unavailable" in sup_warnings[0], sup_warnings
+    assert f"INFO supervisor[{sup.pid}] taskexec.supervisor: Supervisor: Redis answers again" \
+        in err, err
     assert not tracebacks(err), err
