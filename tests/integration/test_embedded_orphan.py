@@ -12,6 +12,8 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_next_supervisor_adopts_and_stops_an_orphaned_embedded_redis(tmp_path):
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     data = tmp_path / "data"
     conf = Conf(tmp_path / "conf", None, redis={"embedded": {"dir": str(data)}})
@@ -43,6 +45,7 @@ def test_next_supervisor_adopts_and_stops_an_orphaned_embedded_redis(tmp_path):
     finally:
         h.close()
         try:
-            redis.Redis(unix_socket_path=str(sock), socket_timeout=1).shutdown(nosave=True)
+            redis.Redis(unix_socket_path=str(sock), socket_timeout=1,
+                        retry=Retry(NoBackoff(), 0)).shutdown(nosave=True)
         except (redis.RedisError, OSError):
             pass
