@@ -14,6 +14,7 @@ import redis
 from workers import beatscripts
 from workers.backoff import Throttle
 from workers.broker import Broker
+from workers.outage import Outage
 from workers.redisconn import TRANSIENT_ERRORS
 
 log = logging.getLogger("taskexec.heartbeat")
@@ -25,16 +26,18 @@ class Heartbeat(threading.Thread):
     `snapshot` returns the heartbeat JSON fields; `leases` the held entries by stream. With
     `client`, beats go over that connection of their own (named after the consumer), so a pool
     busy with task threads never delays them. Beats keep a fixed schedule: a slow beat or a
-    clean-up pass does not push the next ones back.
+    clean-up pass does not push the next ones back. The beats and the clean-up pass each report
+    Redis's outages to the process's `outage`: one warning for all of its duties.
     """
 
     def __init__(self, broker: Broker, *, key: str, registry: str, interval_s: float,
                  retention_s: float, snapshot: Callable[[], dict[str, Any]],
-                 leases: Callable[[], dict[str, list[str]]],
+                 leases: Callable[[], dict[str, list[str]]], outage: Outage,
                  after_beat: Callable[[], object] | None = None,
-                 client: redis.Redis | None = None, outage: Any = None) -> None:
+                 client: redis.Redis | None = None) -> None:
         super().__init__(name="heartbeat", daemon=True)
-        self.outage = outage  # the process's Outage duty (workers/outage.py): one warning each
+        self.outage = outage.duty("heartbeats")
+        self._after_outage = outage.duty("cluster clean-up")
         if client is not None:
             broker = Broker(client, None, group=broker.group, consumer=broker.consumer)
         self.broker = broker
@@ -67,9 +70,11 @@ class Heartbeat(threading.Thread):
                 try:
                     self._beat_once()
                 except TRANSIENT_ERRORS as exc:
-                    # A timeout is a hung server, not a broken connection: a new one would only
-                    # wait a second socket timeout before the outage is noticed.
-                    if self.failures or isinstance(exc, redis.TimeoutError):
+                    # Only a broken connection is worth a new one at once. A timeout is a hung
+                    # server (a new connection would wait a second socket timeout), READONLY
+                    # or LOADING the server's state, which a new connection meets as well.
+                    if (self.failures or not isinstance(exc, (redis.ConnectionError, OSError))
+                            or isinstance(exc, redis.exceptions.BusyLoadingError)):
                         raise
                     self._beat_once()  # the pool replaces a connection that broke
                     log.warning("Heartbeat connection of %s broke (%s: %s); the beat went "
@@ -77,11 +82,7 @@ class Heartbeat(threading.Thread):
                                 type(exc).__name__, exc)
             except TRANSIENT_ERRORS as exc:
                 self.failures += 1
-                if self.outage is not None:
-                    self.outage.failed(exc)
-                elif self.failures == 1:
-                    log.warning("Heartbeats of %s fail, Redis unavailable: %s; they go on "
-                                "trying.", self.broker.consumer, exc)
+                self.outage.failed(exc)
             except Exception as exc:  # a heartbeat must never end its thread
                 self.failures += 1
                 if self._throttle.ready("error"):
@@ -103,8 +104,7 @@ class Heartbeat(threading.Thread):
             log.info("Heartbeats reach Redis again after %d failed.", self.failures)
         self.failures = 0
         self.beats += 1
-        if self.outage is not None:
-            self.outage.succeeded()
+        self.outage.succeeded()
 
     def run(self) -> None:
         # The first beat was sent at boot; from here on, one per interval on a fixed grid.
@@ -124,11 +124,14 @@ class Heartbeat(threading.Thread):
         try:
             self.after_beat()
         except TRANSIENT_ERRORS as exc:
-            if self._throttle.ready("after"):
-                log.warning("Cleanup pass failed, Redis unavailable: %s.", exc)
+            # Redis went away between the beat and the pass: the same outage, not a warning
+            # of its own.
+            self._after_outage.failed(exc)
+            return
         except Exception as exc:  # the next interval tries again
             if self._throttle.ready("after-error"):
                 log.error("Cleanup pass failed: %s: %s.", type(exc).__name__, exc)
+        self._after_outage.succeeded()  # Redis answered, if only with an error
 
     def stop(self) -> None:
         self._stop_event.set()

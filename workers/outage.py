@@ -1,9 +1,10 @@
 """One warning when a process loses Redis, one line when it answers again: never one per retry.
 
 A worker has several duties that meet the same outage on their own threads: the consume loop,
-the task threads writing final statuses, the heartbeat. Each reports to its `Duty`; the process's
-`Outage` logs a warning when the first duty starts failing and one line once every failing duty
-works again, with how long it lasted. Everything in between goes to debug level.
+the task threads writing final statuses, the heartbeat and the clean-up pass that follows it.
+Each reports to its `Duty`; the process's `Outage` logs a warning when the first duty starts
+failing and one line once every failing duty works again, with how long it lasted. Everything
+in between goes to debug level.
 """
 
 from __future__ import annotations

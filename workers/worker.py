@@ -177,8 +177,8 @@ class Worker:
         self.heartbeat = Heartbeat(
             beat_broker, key=self.consumer, registry=self.keys.registry,
             interval_s=s.heartbeat.interval_s, retention_s=s.heartbeat.retention_s,
-            snapshot=self.snapshot, leases=self.leases, after_beat=self.cleanup.maybe_run,
-            outage=self.outage.duty("heartbeats"))
+            snapshot=self.snapshot, leases=self.leases, outage=self.outage,
+            after_beat=self.cleanup.maybe_run)
         self.heartbeat.beat()
         self.heartbeat.start()
         log.info("Worker %d (pid %d) consumes %s as %s with %d threads; handlers: %s.",
