@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -14,9 +15,13 @@ from workers.errors import RedisUnavailable, SubmitError, TaskNotFound
 from workers.keys import FINAL_STATUSES, Keys
 from workers.redisconn import TRANSIENT_ERRORS, connect, describe
 from workers.store import TaskStore
+from workers.waiter import RECHECK_S, Subscription
 
 # submit_many writes this many tasks per round trip.
 BATCH = 500
+# Waits at once that are told of the final status by the server, each on a connection of its
+# own; any beyond them poll.
+WAIT_CONNECTIONS = 8
 
 
 class Client:
@@ -31,6 +36,9 @@ class Client:
                                max_log_chars=settings.store.max_log_chars,
                                cancel_ttl_s=settings.store.cancel_ttl_s,
                                result_ttl_s=settings.store.result_ttl_s)
+        self._wait_pool: redis.ConnectionPool | None = None  # opened by the first wait
+        self._wait_slots = threading.BoundedSemaphore(WAIT_CONNECTIONS)
+        self._wait_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, conf_dir: str | None = None,
@@ -102,24 +110,51 @@ class Client:
         return rec
 
     def wait(self, id: str, timeout_s: float | None = None) -> dict[str, Any]:
-        """The record once final; TaskNotFound if it vanishes, TimeoutError at the timeout."""
+        """The record once final; TaskNotFound if it vanishes, TimeoutError at the timeout.
+
+        The server tells the wait of the final status as it is written (workers/waiter.py);
+        with Redis unavailable, or WAIT_CONNECTIONS waits already at once, it polls."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        delay = 0.002
-        while True:
-            try:
-                rec = self.status(id)
-            except TRANSIENT_ERRORS:
-                # Redis restarting: keep waiting until it answers or the timeout comes.
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.2)
-                continue
-            if rec["status"] in FINAL_STATUSES:
-                return rec
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"task {id} is still {rec['status']} after {timeout_s} s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.2)
+        sub = self._subscribe(self.keys.task_record(id))
+        try:
+            delay = 0.002
+            while True:
+                try:
+                    rec = self.status(id)
+                except TRANSIENT_ERRORS:
+                    # Redis restarting: keep waiting until it answers or the timeout comes.
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.2)
+                    continue
+                if rec["status"] in FINAL_STATUSES:
+                    return rec
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"task {id} is still {rec['status']} after {timeout_s} s")
+                if sub is not None and sub.ok:
+                    sub.wait(RECHECK_S if left is None else min(left, RECHECK_S))
+                else:
+                    time.sleep(delay if left is None else min(delay, left))
+                    delay = min(delay * 1.5, 0.2)
+        finally:
+            if sub is not None:
+                sub.close()
+                self._wait_slots.release()
+
+    def _subscribe(self, channel: str) -> Subscription | None:
+        if not self._wait_slots.acquire(blocking=False):
+            return None
+        try:
+            with self._wait_lock:
+                if self._wait_pool is None:
+                    self._wait_pool = connect(
+                        self.settings, name=f"taskexec_client_{os.getpid()}",
+                        max_connections=WAIT_CONNECTIONS).connection_pool
+            return Subscription(self._wait_pool, channel)
+        except (*TRANSIENT_ERRORS, redis.ResponseError):
+            self._wait_slots.release()  # polled instead; Redis tells why at the first read
+            return None
 
     def cancel(self, id: str) -> str:
         """'cancelled' (was queued), 'requested' (running; it stops at its next check) or

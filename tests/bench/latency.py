@@ -57,6 +57,15 @@ def latency(bench: Bench, n: int) -> dict[str, float]:
             seen_at.append(time.time())
             ids.append(task_id)
             time.sleep(GAP_S)
+        # The same through the producer API: Client.wait, told of `done` by the server.
+        waited: list[float] = []
+        for _ in range(n):
+            start = time.perf_counter()
+            rec = bench.client.wait(bench.client.submit("noop"), TASK_TIMEOUT_S)
+            waited.append(time.perf_counter() - start)
+            if rec["status"] != "done":
+                raise BenchError(f"task {rec['id']} ended {rec['status']}")
+            time.sleep(GAP_S)
     recs = [{k: float(v) for k, v in r.items()}
             for r in bench.records(ids, "created_at", "begin_at", "finished_at")]
     # Where the time goes: queued -> begun (the wake-up of the blocking read and its begin,
@@ -72,6 +81,8 @@ def latency(bench: Bench, n: int) -> dict[str, float]:
         "latency.p50_ms": percentile(seen, 50) * 1000,
         "latency.p99_ms": percentile(seen, 99) * 1000,
         "latency.max_ms": max(seen) * 1000,
+        "latency.wait_p50_ms": percentile(waited, 50) * 1000,
+        "latency.wait_p99_ms": percentile(waited, 99) * 1000,
         "memory.supervisor_mb": sup_mb,
         "memory.idle_worker_mb": max(workers_mb),
     }
