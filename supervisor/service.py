@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,13 +31,21 @@ log = logging.getLogger("taskexec.supervisor")
 SUPERVISOR_SOCKET_TIMEOUT_S = 2.0
 
 
+class StoppedWaiting(Exception):
+    """A stop signal came while `taskexec run` waited for Redis at start."""
+
+
 def wait_for_redis(settings: Any, client: redis.Redis,
-                   status: Callable[[str], None] | None = None) -> bool:
-    """Retry for redis.connect_timeout_s; one warning, not one per attempt."""
+                   status: Callable[[str], None] | None = None,
+                   stops: list[int] | None = None) -> bool:
+    """Retry for redis.connect_timeout_s; one warning, not one per attempt. A stop signal
+    recorded in `stops` (see defer_stops) ends the wait: StoppedWaiting."""
     deadline = time.monotonic() + settings.redis.connect_timeout_s
     backoff = Backoff(0.1, 2.0)
     warned = False
     while not ping(client):
+        if stops:
+            raise StoppedWaiting(signal.Signals(stops[0]).name)
         if time.monotonic() >= deadline:
             return False
         if not warned:
@@ -45,7 +54,10 @@ def wait_for_redis(settings: Any, client: redis.Redis,
                         describe(settings))
             if status:
                 status(f"Waiting for {describe(settings)}")
-        time.sleep(backoff.next_delay())
+        # In slices: a stop signal only sets `stops`, and must not wait out a whole backoff.
+        pause_until = time.monotonic() + backoff.next_delay()
+        while not stops and time.monotonic() < pause_until:
+            time.sleep(min(0.05, max(0.0, pause_until - time.monotonic())))
     return True
 
 
@@ -53,11 +65,13 @@ class RedisSession:
     """The embedded server (if any) and the supervisor's own named client."""
 
     def __init__(self, settings: Any, host_id: str,
-                 status: Callable[[str], None] | None = None) -> None:
+                 status: Callable[[str], None] | None = None,
+                 stops: list[int] | None = None) -> None:
         self.settings = settings
         self.embedded = EmbeddedRedis(settings) if settings.embedded else None
         self.host_id = host_id
         self.status = status
+        self.stops = stops
         self.client: redis.Redis | None = None
 
     def __enter__(self) -> redis.Redis:
@@ -68,7 +82,12 @@ class RedisSession:
         quick = dataclasses.replace(self.settings, redis=dataclasses.replace(
             r, socket_timeout_s=min(r.socket_timeout_s, SUPERVISOR_SOCKET_TIMEOUT_S)))
         self.client = connect(quick, name=name, max_connections=2)
-        if not wait_for_redis(self.settings, self.client, self.status):
+        try:
+            answered = wait_for_redis(self.settings, self.client, self.status, self.stops)
+        except StoppedWaiting:
+            self.close()
+            raise
+        if not answered:
             self.close()
             raise RedisUnavailable(f"cannot reach {describe(self.settings)} after "
                                    f"{self.settings.redis.connect_timeout_s:.0f} s")
@@ -96,7 +115,7 @@ def serve(settings: Any, *, host_id: str, burst: bool = False,
     early = defer_stops()
     notifier = Notifier.from_environ()
     try:
-        session = RedisSession(settings, host_id, notifier.status)
+        session = RedisSession(settings, host_id, notifier.status, early)
         with session as client:
             lock = HostLock(client, settings.keys.registry, host_id,
                             ttl_s=settings.heartbeat.timeout_s,
@@ -122,6 +141,11 @@ def serve(settings: Any, *, host_id: str, burst: bool = False,
     except RedisUnavailable as exc:
         log.error("%s", exc)
         return int(ExitCode.REDIS_UNAVAILABLE)
+    except StoppedWaiting as exc:
+        # Asked to stop before anything started: a clean stop, as it would be a moment later.
+        log.info("Stopped by %s while waiting for %s; nothing had started.", exc,
+                 describe(settings))
+        return int(ExitCode.OK)
 
 
 def _leftovers(client: redis.Redis, settings: Any, lock: HostLock) -> list[Any]:

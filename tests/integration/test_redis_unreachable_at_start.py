@@ -3,6 +3,7 @@ then exits 5 with one line naming the address; a Redis that comes up meanwhile i
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -51,3 +52,20 @@ def test_redis_that_comes_up_during_the_wait_is_used(tmp_path):
     finally:
         h.close()
         server.stop()
+
+
+def test_stop_while_waiting_for_redis_at_start_exits_0_at_once(tmp_path):
+    h = _harness(tmp_path, url=f"unix://{tmp_path}/nothing.sock", connect_timeout_s=60)
+    try:
+        sup = h.start("run", "--procs", "2")
+        poll(lambda: "Waiting up to 60 s" in sup.stderr, 20, 0.05, "the wait for Redis")
+        stopped = time.monotonic()
+        sup.send(signal.SIGTERM)
+        assert sup.wait(10) == 0
+        assert time.monotonic() - stopped < 3, "not the 60 s of redis.connect_timeout_s"
+        infos = [m["msg"] for m in log_lines(sup.stderr, "INFO")]
+        assert any("Stopped by SIGTERM while waiting for" in m and "nothing.sock" in m
+                   for m in infos), sup.stderr
+        assert not list(log_lines(sup.stderr, "ERROR")) and "Traceback" not in sup.stderr
+    finally:
+        h.close()
