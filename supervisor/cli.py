@@ -85,6 +85,15 @@ def producer(obj: dict[str, Any], overrides: dict[str, object] | None = None) ->
     return client
 
 
+def _task_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from workers.messages import NAME_RE
+
+    if not NAME_RE.match(value):
+        raise click.BadParameter(f"{value!r} is not a task id (up to 128 letters, digits or "
+                                 "_.:-)")
+    return value
+
+
 def emit_json(value: Any) -> None:
     click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
                             default=str).decode())
@@ -146,7 +155,8 @@ def _read_items(data: str | None, jsonl: str | None) -> list[Any]:
 @click.option("--priority", type=int, default=0, show_default=True)
 @click.option("--rerun", is_flag=True, help="Run again a task id whose earlier run is final.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the task and exit by its status.")
-@click.option("--timeout", type=float, default=None, help="With --wait: give up after S seconds.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None,
+              help="With --wait: give up after S seconds.")
 @click.option("--json", "as_json", is_flag=True)
 @common
 def submit(obj: dict[str, Any], task_type: str, data: str | None, jsonl: str | None,
@@ -161,6 +171,8 @@ def submit(obj: dict[str, Any], task_type: str, data: str | None, jsonl: str | N
         raise Failure(f"task data must be JSON objects (item {bad[0] + 1} is not)", ExitCode.USAGE)
     if task_id and len(items) != 1:
         raise Failure("--id goes with a single task", ExitCode.USAGE)
+    if timeout is not None and not wait_:
+        raise Failure("--timeout goes with --wait", ExitCode.USAGE)
     client = producer(obj)
     try:
         ids = client.submit_many(task_type, items, ids=[task_id] if task_id else None,
@@ -178,8 +190,12 @@ def submit(obj: dict[str, Any], task_type: str, data: str | None, jsonl: str | N
         emit_json(records if len(records) > 1 else records[0])
     else:
         for rec in records:
-            click.echo(f"{rec['id']} {rec['status']}")
+            click.echo(_outcome_line(rec))
     sys.exit(_status_code(records))
+
+
+def _outcome_line(rec: dict[str, Any]) -> str:
+    return f"{rec['id']} {rec['status']}" + (f": {rec['error']}" if rec["error"] else "")
 
 
 def _status_code(records: list[dict[str, Any]]) -> int:
@@ -188,18 +204,24 @@ def _status_code(records: list[dict[str, Any]]) -> int:
 
 def _wait_one(client: Any, task_id: str, timeout: float | None) -> dict[str, Any]:
     from workers.errors import TaskNotFound
+    from workers.redisconn import TRANSIENT_ERRORS, describe
 
     try:
         return client.wait(task_id, timeout)
     except TaskNotFound:
-        raise Failure(f"task {task_id} not found (its record is gone)", ExitCode.NOT_FOUND) \
-            from None
+        raise Failure(f"task {task_id} not found (no record {client.keys.task_record(task_id)})",
+                      ExitCode.NOT_FOUND) from None
     except TimeoutError as exc:
         raise Failure(str(exc), ExitCode.TIMED_OUT) from None
+    except TRANSIENT_ERRORS as exc:
+        # The timeout came while Redis was away: that, not the task, is what to look at.
+        raise Failure(f"cannot reach {describe(client.settings)} at the timeout ({timeout:g} s) "
+                      f"of the wait for task {task_id}: {type(exc).__name__}: "
+                      f"{' '.join(str(exc).split())}", ExitCode.REDIS_UNAVAILABLE) from None
 
 
 @cli.command()
-@click.argument("task_id")
+@click.argument("task_id", callback=_task_id)
 @click.option("--json", "as_json", is_flag=True)
 @common
 def status(obj: dict[str, Any], task_id: str, as_json: bool) -> None:
@@ -210,7 +232,8 @@ def status(obj: dict[str, Any], task_id: str, as_json: bool) -> None:
     try:
         rec = client.status(task_id)
     except TaskNotFound:
-        raise Failure(f"task {task_id} not found", ExitCode.NOT_FOUND) from None
+        raise Failure(f"task {task_id} not found (no record {client.keys.task_record(task_id)})",
+                      ExitCode.NOT_FOUND) from None
     rec.pop("task", None) if not as_json else None
     inspect.annotate(client, rec)
     if as_json:
@@ -233,8 +256,9 @@ def status(obj: dict[str, Any], task_id: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("task_id")
-@click.option("--timeout", type=float, default=None, help="Give up after S seconds (exit 4).")
+@click.argument("task_id", callback=_task_id)
+@click.option("--timeout", type=click.FloatRange(min=0), default=None,
+              help="Give up after S seconds (exit 4).")
 @click.option("--json", "as_json", is_flag=True)
 @common
 def wait(obj: dict[str, Any], task_id: str, timeout: float | None, as_json: bool) -> None:
@@ -243,12 +267,12 @@ def wait(obj: dict[str, Any], task_id: str, timeout: float | None, as_json: bool
     if as_json:
         emit_json(rec)
     else:
-        click.echo(f"{rec['id']} {rec['status']}" + (f": {rec['error']}" if rec["error"] else ""))
+        click.echo(_outcome_line(rec))
     sys.exit(_status_code([rec]))
 
 
 @cli.command()
-@click.argument("task_id")
+@click.argument("task_id", callback=_task_id)
 @common
 def cancel(obj: dict[str, Any], task_id: str) -> None:
     """Cancel a queued or running task."""

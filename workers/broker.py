@@ -205,19 +205,23 @@ class Broker:
         self.client.xack(stream, self.group, entry_id)
 
     def dead_letter(self, msg: Message, dead_stream: str, *, reason: str, task_id: str | None,
-                    record_key: str | None, preview: str) -> None:
-        """Copy a message to the dead-letter stream with its reason, then acknowledge it."""
+                    record_key: str | None, preview: str, log: str = "",
+                    max_log_chars: int = 3000) -> None:
+        """Copy a message to the dead-letter stream with its reason, then acknowledge it. A
+        record not final yet becomes `dead`, finished now, with `log` added to its log."""
+        now = repr(time.time())
         fields = {
             "task_id": task_id or "", "stream": msg.stream, "entry_id": msg.entry_id,
             "reason": reason, "deliveries": str(msg.deliveries), "consumer": self.consumer,
-            "dead_at": repr(time.time()), "message": preview,
+            "dead_at": now, "message": preview,
         }
         flat: list[Any] = []
         for k, v in fields.items():
             flat += [k, v]
         has_record = "1" if record_key else "0"
         self._dead(keys=[msg.stream, dead_stream, record_key or msg.stream],
-                   args=[self.group, msg.entry_id, has_record, reason, *flat])
+                   args=[self.group, msg.entry_id, has_record, reason, log, max_log_chars, now,
+                         *flat])
 
     def delete_consumer(self, stream: str, consumer: str) -> None:
         try:

@@ -111,6 +111,7 @@ class Client:
 
     def wait(self, id: str, timeout_s: float | None = None) -> dict[str, Any]:
         """The record once final; TaskNotFound if it vanishes, TimeoutError at the timeout.
+        Redis unavailable is waited out, until the timeout: then its error is raised.
 
         The server tells the wait of the final status as it is written (workers/waiter.py);
         with Redis unavailable, or WAIT_CONNECTIONS waits already at once, it polls."""

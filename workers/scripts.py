@@ -277,14 +277,18 @@ return {'requested'}
 """
 
 # KEYS: stream, dead stream, record (or the stream again when the id is unknown).
-# ARGV: group, entry id, has record (0/1), reason, then the dead entry's field/value pairs.
+# ARGV: group, entry id, has record (0/1), reason, log line, max log chars, now, then the dead
+# entry's field/value pairs.
 DEAD_LETTER = _FINAL + """
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', '100000', '*', unpack(ARGV, 5))
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', '100000', '*', unpack(ARGV, 8))
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
   -- A record of the wrong type is left as it is: the message is dead-lettered all the same.
   local ok, status = pcall(redis.call, 'HGET', KEYS[3], 'status')
   if ok and not final[status] then
-    redis.call('HSET', KEYS[3], 'status', 'dead', 'progress', '-1', 'error', ARGV[4])
+    local msg = redis.call('HGET', KEYS[3], 'progress_msg') or ''
+    redis.call('HSET', KEYS[3], 'status', 'dead', 'progress', '-1', 'error', ARGV[4],
+               'finished_at', ARGV[7],
+               'progress_msg', string.sub(msg .. ARGV[5] .. '\\n', -tonumber(ARGV[6])))
     redis.call('PUBLISH', KEYS[3], 'dead')
   end
 end

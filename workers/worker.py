@@ -34,7 +34,7 @@ from workers.memory import MemoryDebugger
 from workers.outage import Outage
 from workers.redisconn import TRANSIENT_ERRORS, connect_worker, raise_if_transient
 from workers.redisinfo import eviction_risk
-from workers.store import Completion, TaskStore, run_scripts, step_reply
+from workers.store import Completion, TaskStore, log_line, run_scripts, step_reply
 from workers.takeover import Takeover
 
 log = logging.getLogger("taskexec.worker")
@@ -483,7 +483,9 @@ class Worker:
             self.broker.dead_letter(
                 msg, self.keys.dead(queue_name), reason=reason, task_id=task_id,
                 record_key=self.keys.task_record(task_id) if task_id else None,
-                preview=messages.preview(msg.fields))
+                preview=messages.preview(msg.fields),
+                log=log_line("Task dead: " + reason[:300]),
+                max_log_chars=self.settings.store.max_log_chars)
         except TRANSIENT_ERRORS as exc:  # pending still: delivered again once Redis answers
             self._loop_outage.failed(exc)
             return

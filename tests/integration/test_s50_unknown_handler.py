@@ -28,6 +28,9 @@ def test_s50_unknown_and_dotted_types_are_dead_lettered_never_imported(harness, 
     for t, name in zip(v2 + dotted, ["echo_v2"] * 3 + ["os:system", "workers.handlers.chunk:run"],
                        strict=True):
         assert f"unknown task type '{name}'" in field(r, t, "error")
+        # A dead record says when and why in its log, as a finished one does.
+        assert float(field(r, t, "finished_at")) >= float(field(r, t, "created_at"))
+        assert f"Task dead: unknown task type '{name}'" in field(r, t, "progress_msg")
     assert not marker.exists()
     err = sup.stderr
     assert err.count("unknown task type") == 5 and "Traceback" not in err

@@ -116,3 +116,36 @@ def test_a_wait_whose_connection_is_killed_goes_on_by_polling(harness, redis_ser
     r.client_kill_filter(_type="pubsub")
     waiter.join(20)
     assert outcome.get("status") == "done"
+
+
+def test_wait_commands_refuse_bad_arguments_and_say_what_happened(harness, redis_server):
+    harness.start("run", "--procs", "1", "--threads", "2")
+    r = redis_server.client()
+    poll(lambda: heartbeats(r), 20, message="worker up")
+    for args in (["wait", "bad id!"], ["status", "bad id!"], ["cancel", "bad id!"],
+                 ["wait", "x", "--timeout", "-1"], ["submit", "noop", "--timeout", "3"]):
+        res = harness.cli(*args)
+        assert res.returncode == 2, (args, res.stderr)
+        assert b"Traceback" not in res.stderr
+    unknown = harness.cli("wait", "never-submitted")
+    assert unknown.returncode == 3
+    assert "task never-submitted not found (no record te:task:never-submitted)" in \
+        unknown.stderr.decode()
+    # submit --wait says why a task failed, as wait does.
+    failed = harness.cli("submit", "fail", "--wait", "--timeout", "20")
+    assert failed.returncode == 1
+    line = failed.stdout.decode().splitlines()[0]
+    assert " failed: TaskFailed: " in line, line
+
+
+def test_a_timed_wait_that_ends_while_redis_is_away_exits_5_naming_it(harness, redis_server):
+    task = harness.client().submit("noop", queue="nobody")
+    waiter = harness.start("wait", task, "--timeout", "3")
+    name = f"taskexec_client_{waiter.pid}"
+    poll(lambda: any(c.get("name") == name for c in redis_server.client().client_list()), 10,
+         0.01, "the waiter is connected and waiting")
+    redis_server.stop()
+    assert waiter.wait(15) == 5
+    err = waiter.stderr
+    assert "at the timeout (3 s) of the wait for task " + task in err, err
+    assert str(redis_server.socket) in err and "Traceback" not in err
