@@ -205,8 +205,7 @@ class Broker:
         self.client.xack(stream, self.group, entry_id)
 
     def dead_letter(self, msg: Message, dead_stream: str, *, reason: str, task_id: str | None,
-                    record_key: str | None, preview: str, log: str = "",
-                    max_log_chars: int = 3000) -> None:
+                    record_key: str | None, preview: str, log: str, max_log_chars: int) -> None:
         """Copy a message to the dead-letter stream with its reason, then acknowledge it. A
         record not final yet becomes `dead`, finished now, with `log` added to its log."""
         now = repr(time.time())

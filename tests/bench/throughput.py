@@ -134,7 +134,7 @@ def cpu(bench: Bench, n: int, iterations: int, task_s: float) -> dict[str, float
     span: what the executor, its supervisor and Redis took, and every gap between tasks, count
     against it, and so does time the virtual machine's host took (the kernel leaves steal out of
     a thread's CPU time). The work's wall time alone is no measure of a core here: the same
-    work took 13 to 29 ms within seconds on this kind of machine. That older measure, the work
+    work took 15 to 29 ms within four seconds in one process. That older measure, the work
     timed alone just before and after the drain (best of 5 each, their mean), is still printed
     (`cpu.best_fraction`). Just before the drain the same tasks run in 2 bare processes:
     `cpu.vs_bare` is the drain's speed as a fraction of theirs.
